@@ -1,0 +1,46 @@
+"""Speech emotion recognition on the eight RAVDESS emotions.
+
+>>> from ser_models import EmotionRecognizer
+>>> EmotionRecognizer.from_pretrained("mel-cnn").predict_file("clip.wav")  # doctest: +SKIP
+"""
+
+from .audio import (
+    SAMPLE_RATE,
+    AudioError,
+    ClippingWarning,
+    EmptyAudioError,
+    InvalidSamplesError,
+    SilentAudioError,
+    TooLongError,
+    TooShortError,
+    UnreadableAudioError,
+    UnsupportedAudioError,
+    load_audio,
+)
+from .inference import DEFAULT_MODEL, MODEL_DESCRIPTIONS, Analysis, EmotionRecognizer
+from .labels import EMOTIONS, STATEMENTS, parse_ravdess_name
+from .models import MelCNN, MfccMLP, ModelLoadError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "EMOTIONS",
+    "MODEL_DESCRIPTIONS",
+    "SAMPLE_RATE",
+    "STATEMENTS",
+    "Analysis",
+    "AudioError",
+    "ClippingWarning",
+    "EmotionRecognizer",
+    "EmptyAudioError",
+    "InvalidSamplesError",
+    "MelCNN",
+    "MfccMLP",
+    "ModelLoadError",
+    "SilentAudioError",
+    "TooLongError",
+    "TooShortError",
+    "UnreadableAudioError",
+    "UnsupportedAudioError",
+    "load_audio",
+    "parse_ravdess_name",
+]

@@ -1,0 +1,180 @@
+"""Feature extraction shared by training and inference (one place, so no train/serve skew).
+
+    16 kHz mono -> trim silence -> crop/pad to 4 s -> log-mel (64 × 201) -> per-utterance norm
+                                                              \\-> 40 MFCCs -> mean & std (80)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import librosa
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, SilentAudioError, TooShortError
+
+N_FFT = 1024
+HOP_LENGTH = 320  # 20 ms
+N_MELS = 64
+N_MFCC = 40
+CHUNK_SECONDS = 4.0
+N_SAMPLES = int(CHUNK_SECONDS * SAMPLE_RATE)  # 64,000 samples per model input
+N_FRAMES = N_SAMPLES // HOP_LENGTH + 1  # 201 frames per model input
+TOP_DB = 25.0  # silence threshold for trimming, relative to the loudest frame
+SILENCE_DBFS = -60.0  # a recording whose loudest frame is quieter than this is silence
+MIN_SPEECH_SECONDS = 0.5
+DB_RANGE = 80.0  # log-mel floor below the utterance's peak, as librosa.power_to_db(top_db=80)
+
+
+def describe() -> dict[str, float | int]:
+    """The feature settings a model was trained with, stored in its config and checked on load."""
+    return {
+        "sample_rate": SAMPLE_RATE,
+        "n_fft": N_FFT,
+        "hop_length": HOP_LENGTH,
+        "n_mels": N_MELS,
+        "n_mfcc": N_MFCC,
+        "chunk_seconds": CHUNK_SECONDS,
+    }
+
+
+@dataclass(frozen=True)
+class Trimmed:
+    """Speech left after trimming, with where it sat in the original recording."""
+
+    audio: np.ndarray
+    start: int
+    end: int
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.size / SAMPLE_RATE
+
+
+def trim_silence(
+    audio: np.ndarray,
+    top_db: float = TOP_DB,
+    frame_length: int = 2048,
+    hop_length: int = 512,
+    min_speech_seconds: float = MIN_SPEECH_SECONDS,
+) -> Trimmed:
+    """Cut leading and trailing silence, as ``librosa.effects.trim`` does, and refuse silence.
+
+    Raises SilentAudioError when the loudest frame is below SILENCE_DBFS and
+    TooShortError when less than ``min_speech_seconds`` of sound remains.
+    """
+    padded = np.pad(audio, frame_length // 2)
+    n_frames = 1 + (padded.size - frame_length) // hop_length
+    if n_frames < 1:
+        raise TooShortError(_too_short_message(audio.size / SAMPLE_RATE, min_speech_seconds))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length][:n_frames]
+    rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+    peak = float(rms.max())
+    if peak <= 10 ** (SILENCE_DBFS / 20):
+        raise SilentAudioError(
+            "no speech was found: the recording is silent or too quiet. Check that the microphone is on and speak up."
+        )
+    loud = np.flatnonzero(20 * np.log10(np.maximum(rms, 1e-5) / peak) > -top_db)
+    start = int(loud[0]) * hop_length
+    end = min(audio.size, (int(loud[-1]) + 1) * hop_length)
+    if (end - start) / SAMPLE_RATE < min_speech_seconds:
+        raise TooShortError(_too_short_message((end - start) / SAMPLE_RATE, min_speech_seconds))
+    return Trimmed(audio[start:end], start, end)
+
+
+def _too_short_message(seconds: float, min_seconds: float) -> str:
+    return (
+        f"only {seconds:.2f} s of sound was found; at least {min_seconds:.1f} s of speech is needed. "
+        "Say the whole sentence."
+    )
+
+
+def pad_or_trim(audio: np.ndarray, length: int = N_SAMPLES) -> np.ndarray:
+    """Crop to the first ``length`` samples or zero-pad the end up to it."""
+    if audio.size >= length:
+        return audio[:length]
+    return np.pad(audio, (0, length - audio.size))
+
+
+def chunk(audio: np.ndarray, length: int = N_SAMPLES, hop: int = N_SAMPLES // 2) -> list[np.ndarray]:
+    """Split speech longer than one model input into half-overlapping windows covering all of it."""
+    if audio.size <= length:
+        return [audio]
+    starts = list(range(0, audio.size - length + 1, hop))
+    if starts[-1] + length < audio.size:
+        starts.append(audio.size - length)
+    return [audio[s : s + length] for s in starts]
+
+
+@lru_cache(maxsize=None)
+def mel_filters(device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """Slaney-style mel filterbank (N_MELS × N_FFT/2+1), built once per device."""
+    filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)
+    return torch.from_numpy(filters).to(device)
+
+
+@lru_cache(maxsize=None)
+def _hann_window(device: torch.device) -> torch.Tensor:
+    return torch.hann_window(N_FFT, device=device)
+
+
+@lru_cache(maxsize=None)
+def _dct_matrix(device: torch.device) -> torch.Tensor:
+    # Orthonormal DCT-II, as librosa.feature.mfcc uses.
+    n = torch.arange(N_MELS, dtype=torch.float64)
+    k = torch.arange(N_MFCC, dtype=torch.float64)[:, None]
+    basis = torch.cos(torch.pi / N_MELS * (n + 0.5) * k) * (2.0 / N_MELS) ** 0.5
+    basis[0] /= 2**0.5
+    return basis.float().to(device)
+
+
+def valid_frames(lengths: torch.Tensor) -> torch.Tensor:
+    """Number of spectrogram frames that hold speech rather than padding, per item."""
+    return torch.clamp(lengths // HOP_LENGTH + 1, max=N_FRAMES)
+
+
+def log_mel_spectrogram(audio: torch.Tensor) -> torch.Tensor:
+    """Log-mel power in dB, floored DB_RANGE below each item's peak: (B, N_SAMPLES) -> (B, N_MELS, N_FRAMES)."""
+    stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=_hann_window(audio.device), return_complex=True)
+    power = stft.real.square() + stft.imag.square()
+    mel = mel_filters(audio.device) @ power
+    db = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
+    peak = db.amax(dim=(-2, -1), keepdim=True)
+    return torch.maximum(db, peak - DB_RANGE)
+
+
+def _frame_mask(log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    frames = torch.arange(log_mel.shape[-1], device=log_mel.device)
+    return (frames[None, :] < valid_frames(lengths)[:, None]).to(log_mel.dtype)[:, None, :]
+
+
+def normalized_log_mel(log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per-utterance mean/variance normalisation over the speech frames; padding becomes 0.
+
+    Statistics over the speech frames alone keep a short clip's normalisation from
+    being dominated by the zero padding that brings it up to 4 s.
+    """
+    mask = _frame_mask(log_mel, lengths)
+    count = mask.sum(dim=-1, keepdim=True) * log_mel.shape[-2]
+    mean = (log_mel * mask).sum(dim=(-2, -1), keepdim=True) / count
+    var = (((log_mel - mean) * mask) ** 2).sum(dim=(-2, -1), keepdim=True) / count
+    return (log_mel - mean) / torch.sqrt(var + 1e-5) * mask
+
+
+def mfcc_statistics(log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean and standard deviation of N_MFCC MFCCs over the speech frames: (B, 2 × N_MFCC)."""
+    mfcc = _dct_matrix(log_mel.device) @ log_mel
+    mask = _frame_mask(mfcc, lengths)
+    count = mask.sum(dim=-1)
+    mean = (mfcc * mask).sum(dim=-1) / count
+    std = torch.sqrt((((mfcc - mean[..., None]) * mask) ** 2).sum(dim=-1) / count)
+    return torch.cat([mean, std], dim=-1)
+
+
+def batch_inputs(segments: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack trimmed speech segments into a padded (B, N_SAMPLES) batch and their lengths."""
+    audio = np.stack([pad_or_trim(s) for s in segments]).astype(np.float32, copy=False)
+    lengths = torch.tensor([min(s.size, N_SAMPLES) for s in segments], dtype=torch.long)
+    return torch.from_numpy(audio), lengths

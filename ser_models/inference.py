@@ -1,0 +1,111 @@
+"""``EmotionRecognizer``: the one prediction path used by the API, the CLI, the app and the tests."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import features
+from .audio import load_audio, to_mono_16k
+from .labels import EMOTIONS
+from .models import EmotionModel
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL = "mel-cnn"
+MODEL_DESCRIPTIONS = {
+    "mel-cnn": "Log-mel CNN: four conv blocks over a 64-band log-mel spectrogram (default).",
+    "mfcc-mlp": "MFCC MLP: a small network on the mean and spread of 40 MFCCs; fastest, less accurate.",
+}
+BATCH_SIZE = 64
+
+
+@dataclass
+class Analysis:
+    """A prediction with what the model actually heard, for display."""
+
+    probabilities: dict[str, float]
+    speech: features.Trimmed
+    input_seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return max(self.probabilities, key=self.probabilities.get)
+
+
+class EmotionRecognizer:
+    """Predict the probability of each of the eight RAVDESS emotions from speech.
+
+    >>> recognizer = EmotionRecognizer.from_pretrained("mel-cnn")
+    >>> recognizer.predict_file("clip.wav")  # doctest: +SKIP
+    {'neutral': 0.02, 'calm': 0.01, 'happy': 0.05, ..., 'angry': 0.81, ...}
+    """
+
+    labels: tuple[str, ...] = EMOTIONS
+
+    def __init__(self, model: EmotionModel, name: str | None = None) -> None:
+        self.model = model.eval()
+        self.name = name or model.model_type
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL) -> EmotionRecognizer:
+        """A bundled model by name (``mel-cnn``, ``mfcc-mlp``), a local folder, or a Hub repo id."""
+        bundled = WEIGHTS_DIR / str(name_or_path)
+        if str(name_or_path) in MODEL_DESCRIPTIONS and bundled.is_dir():
+            return cls(EmotionModel.from_pretrained(bundled), str(name_or_path))
+        return cls(EmotionModel.from_pretrained(name_or_path), str(name_or_path))
+
+    def predict(self, waveform: np.ndarray, sample_rate: int) -> dict[str, float]:
+        """Probabilities of all eight emotions (summing to 1) for one recording."""
+        return self.predict_batch([(waveform, sample_rate)])[0]
+
+    def predict_file(self, path: str | os.PathLike) -> dict[str, float]:
+        return self.predict_speech([self.trim(load_audio(path))])[0]
+
+    def predict_batch(self, recordings: Sequence[tuple[np.ndarray, int]]) -> list[dict[str, float]]:
+        """Predict many recordings at once; raises the AudioError of the first unusable one."""
+        return self.predict_speech([self.trim(to_mono_16k(w, sr)) for w, sr in recordings])
+
+    def analyze(self, waveform: np.ndarray, sample_rate: int) -> Analysis:
+        """Like ``predict``, also returning the trimmed speech and any warnings about the input."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            audio = to_mono_16k(waveform, sample_rate)
+        speech = features.trim_silence(audio, top_db=self.model.config.top_db)
+        probabilities = self.predict_speech([speech.audio])[0]
+        return Analysis(probabilities, speech, audio.size / features.SAMPLE_RATE, [str(w.message) for w in caught])
+
+    def trim(self, audio: np.ndarray) -> np.ndarray:
+        return features.trim_silence(audio, top_db=self.model.config.top_db).audio
+
+    @torch.inference_mode()
+    def predict_speech(self, speech: Sequence[np.ndarray]) -> list[dict[str, float]]:
+        """Core batched path on already trimmed 16 kHz speech.
+
+        Speech longer than one 4 s input is split into overlapping windows whose
+        probabilities are averaged, so no part of a long take is ignored.
+        """
+        windows, owner = [], []
+        for index, audio in enumerate(speech):
+            for window in features.chunk(audio):
+                windows.append(window)
+                owner.append(index)
+        probabilities = np.concatenate(
+            [self._window_probabilities(windows[i : i + BATCH_SIZE]) for i in range(0, len(windows), BATCH_SIZE)]
+        )
+        owner_index = np.asarray(owner)
+        return [
+            dict(zip(self.labels, probabilities[owner_index == i].mean(axis=0).tolist(), strict=True))
+            for i in range(len(speech))
+        ]
+
+    def _window_probabilities(self, windows: list[np.ndarray]) -> np.ndarray:
+        audio, lengths = features.batch_inputs(windows)
+        logits = self.model(self.model.featurize(audio, lengths))
+        return torch.softmax(logits.double() / self.model.config.temperature, dim=-1).numpy()

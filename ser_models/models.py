@@ -1,0 +1,224 @@
+"""The emotion classifiers: one class per model, a config dataclass in, safetensors out.
+
+On disk a model is a folder (or a Hub repo) holding ``config.json`` and
+``model.safetensors``. No pickle is ever read: the config is validated before the
+model is built and the weights must match it exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from huggingface_hub import snapshot_download
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import features
+from .labels import EMOTIONS
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class ModelLoadError(RuntimeError):
+    """A model folder or repo that cannot be used: missing files, a bad config or mismatched weights."""
+
+
+@dataclass
+class MelCNNConfig:
+    labels: list[str] = field(default_factory=lambda: list(EMOTIONS))
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    hidden: int = 128
+    dropout: float = 0.3
+    top_db: float = features.TOP_DB
+    temperature: float = 1.0  # softmax temperature; 1.0 = uncalibrated
+
+
+@dataclass
+class MfccMLPConfig:
+    labels: list[str] = field(default_factory=lambda: list(EMOTIONS))
+    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    dropout: float = 0.3
+    top_db: float = features.TOP_DB
+    temperature: float = 1.0
+
+
+class EmotionModel(nn.Module):
+    """Shared plumbing: features from padded audio, logits, save/load."""
+
+    model_type: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+
+    def featurize(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Model inputs from a (B, N_SAMPLES) batch of trimmed, padded speech and its lengths."""
+        return self.from_log_mel(features.log_mel_spectrogram(audio), lengths)
+
+    def from_log_mel(self, log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Model inputs from a log-mel batch; training calls this on cached log-mels."""
+        raise NotImplementedError
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {
+            "model_type": self.model_type,
+            **dataclasses.asdict(self.config),
+            "features": features.describe(),
+        }
+        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike) -> EmotionModel:
+        """Load from a local folder or a Hub repo id; ``EmotionModel.from_pretrained`` picks the class."""
+        directory = resolve_model_dir(name_or_path)
+        try:
+            raw = json.loads((directory / CONFIG_NAME).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ModelLoadError(f"{directory / CONFIG_NAME}: cannot read the model config ({error})") from None
+        model_class = cls if cls is not EmotionModel else _model_class(raw, directory)
+        model = model_class(parse_config(model_class, raw, directory))
+        try:
+            state = load_file(str(directory / WEIGHTS_NAME))
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"{directory / WEIGHTS_NAME}: cannot read the weights ({error})") from None
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise ModelLoadError(f"{directory}: the weights do not match the config: {error}") from None
+        return model.eval()
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
+    """A local folder as is; anything else is taken as a Hub repo id and downloaded (or read from cache)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if path.exists() or str(name_or_path).count("/") != 1:
+        raise ModelLoadError(f"{str(name_or_path)!r} is neither a model folder nor a Hub repo id (user/name)")
+    try:
+        return Path(snapshot_download(str(name_or_path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "*.md"]))
+    except Exception as error:  # the Hub client raises many types: network, auth, missing repo
+        raise ModelLoadError(f"could not download {name_or_path!r} from the Hugging Face Hub: {error}") from error
+
+
+def _model_class(raw: dict, directory: Path) -> type[EmotionModel]:
+    model_type = raw.get("model_type")
+    if model_type not in MODEL_CLASSES:
+        raise ModelLoadError(
+            f"{directory / CONFIG_NAME}: unknown model_type {model_type!r}; expected one of {sorted(MODEL_CLASSES)}"
+        )
+    return MODEL_CLASSES[model_type]
+
+
+def parse_config(model_class: type[EmotionModel], raw: dict, directory: Path | str = "config"):
+    """Build and check a config before any weights are touched."""
+    where = f"{Path(directory) / CONFIG_NAME}"
+    if raw.get("model_type") != model_class.model_type:
+        raise ModelLoadError(f"{where}: model_type is {raw.get('model_type')!r}, not {model_class.model_type!r}")
+    if raw.get("features") != features.describe():
+        raise ModelLoadError(
+            f"{where}: trained with features {raw.get('features')}, but this version computes "
+            f"{features.describe()}; retrain the model or use a matching ser_models version"
+        )
+    known = {f.name for f in dataclasses.fields(model_class.config_class)}
+    values = {k: v for k, v in raw.items() if k not in ("model_type", "features")}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ModelLoadError(f"{where}: unknown config keys {unknown}")
+    defaults = model_class.config_class()
+    for key, value in values.items():
+        expected = type(getattr(defaults, key))
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if expected is float else isinstance(value, expected)
+        if not ok:
+            raise ModelLoadError(f"{where}: {key} must be {expected.__name__}, got {value!r}")
+    config = model_class.config_class(**values)
+    if list(config.labels) != list(EMOTIONS):
+        raise ModelLoadError(f"{where}: labels must be the 8 RAVDESS emotions {list(EMOTIONS)}, got {config.labels}")
+    if not 0 < float(config.temperature) < 100:
+        raise ModelLoadError(f"{where}: temperature must be a positive number, got {config.temperature!r}")
+    return config
+
+
+class MelCNN(EmotionModel):
+    """Four conv blocks (Conv-BN-ReLU-MaxPool-Dropout) over the log-mel image, mean over time, MLP head."""
+
+    model_type = "mel-cnn"
+    config_class = MelCNNConfig
+
+    def __init__(self, config: MelCNNConfig | None = None) -> None:
+        config = config or MelCNNConfig()
+        super().__init__(config)
+        blocks, in_channels = [], 1
+        for out_channels in config.channels:
+            blocks += [
+                nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+                nn.Dropout(config.dropout / 2),
+            ]
+            in_channels = out_channels
+        self.blocks = nn.Sequential(*blocks)
+        frequency_bins = features.N_MELS // 2 ** len(config.channels)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(config.dropout),
+            nn.Linear(in_channels * frequency_bins, config.hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden, len(config.labels)),
+        )
+
+    def from_log_mel(self, log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return features.normalized_log_mel(log_mel, lengths)
+
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        # Averaging over time (not flattening it) lets the head ignore where in the 4 s the speech sits.
+        hidden = self.blocks(log_mel.unsqueeze(1)).mean(dim=-1)
+        return self.head(hidden)
+
+
+class MfccMLP(EmotionModel):
+    """An MLP on MFCC statistics, with the standardisation fitted on the training set stored as buffers."""
+
+    model_type = "mfcc-mlp"
+    config_class = MfccMLPConfig
+
+    def __init__(self, config: MfccMLPConfig | None = None) -> None:
+        config = config or MfccMLPConfig()
+        super().__init__(config)
+        n_features = 2 * features.N_MFCC
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_std", torch.ones(n_features))
+        layers, width = [], n_features
+        for hidden in config.hidden:
+            layers += [nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(config.dropout)]
+            width = hidden
+        self.layers = nn.Sequential(*layers, nn.Linear(width, len(config.labels)))
+
+    def fit_scaler(self, training_features: torch.Tensor) -> None:
+        """Store the training set's per-feature mean and std (the scaler lives inside the model)."""
+        self.feature_mean.copy_(training_features.mean(dim=0))
+        self.feature_std.copy_(training_features.std(dim=0).clamp(min=1e-6))
+
+    def from_log_mel(self, log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return features.mfcc_statistics(log_mel, lengths)
+
+    def forward(self, mfcc_stats: torch.Tensor) -> torch.Tensor:
+        return self.layers((mfcc_stats - self.feature_mean) / self.feature_std)
+
+
+MODEL_CLASSES: dict[str, type[EmotionModel]] = {m.model_type: m for m in (MelCNN, MfccMLP)}

@@ -1,0 +1,177 @@
+"""Cross-validate a model under both protocols and write its figures to reports/.
+
+    python -m train.crossval --model mel-cnn            # both protocols, 5 folds each
+    python -m train.crossval --model mfcc-mlp --protocol speaker-independent
+
+Speaker-independent: actor-grouped 5-fold CV on the actors at hand (the headline).
+Speaker-dependent: the seed study's random stratified 70/15/15 split, 5 seeds (comparison only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import evaluate
+import numpy as np
+import torch
+
+from ser_models.labels import EMOTIONS
+from train import data, splits
+from train.trainer import TrainConfig, build_model, fit, predict_logits
+
+REPORTS_DIR = Path(__file__).resolve().parents[1] / "reports"
+METRICS_MODULE = str(Path(__file__).parent / "ser_metrics")
+PROTOCOLS = ("speaker-independent", "speaker-dependent")
+
+
+def load_features(source: str | None = None, actors: list[int] | None = None):
+    """(log-mel, lengths, labels, actor per row) for every clip, features cached by ``datasets``."""
+    dataset = data.with_log_mel(data.load_ravdess(source, actors=actors))
+    log_mel, lengths, labels = data.tensors(dataset)
+    return log_mel, lengths, labels, np.asarray(dataset["actor"])
+
+
+def protocol_splits(protocol: str, actor_of_row: np.ndarray, labels: np.ndarray, n_folds: int) -> list[splits.Split]:
+    if protocol == "speaker-independent":
+        return splits.speaker_independent_splits(actor_of_row, n_folds)
+    return splits.random_splits(labels, n_folds)
+
+
+def chance_levels(test_labels: np.ndarray) -> dict[str, float]:
+    """Uniform chance, proportional chance (sum of squared class shares) and always-the-majority-class."""
+    shares = np.bincount(test_labels, minlength=len(EMOTIONS)) / len(test_labels)
+    return {"uniform": 1 / len(EMOTIONS), "proportional": float(np.sum(shares**2)), "majority": float(shares.max())}
+
+
+def cross_validate(
+    model_type: str,
+    log_mel: torch.Tensor,
+    lengths: torch.Tensor,
+    labels: torch.Tensor,
+    fold_splits: list[splits.Split],
+    actor_of_row: np.ndarray,
+    config: TrainConfig,
+) -> dict:
+    metric = evaluate.load(METRICS_MODULE)
+    folds, all_true, all_pred = [], [], []
+    for k, split in enumerate(fold_splits):
+        model = build_model(model_type)
+        inputs = model.from_log_mel(log_mel, lengths)
+        result = fit(
+            model, inputs[split.train], labels[split.train], inputs[split.validation], labels[split.validation], config
+        )
+        predictions = predict_logits(result.model, inputs[split.test]).argmax(dim=-1).numpy()
+        truth = labels[split.test].numpy()
+        scores = metric.compute(predictions=predictions, references=truth, num_classes=len(EMOTIONS))
+        folds.append(
+            {
+                "fold": k,
+                "test_actors": sorted({int(a) for a in actor_of_row[split.test]}),
+                "n_train": len(split.train),
+                "n_test": len(split.test),
+                "best_epoch": result.best_epoch,
+                "seconds": round(result.seconds, 1),
+                **{key: scores[key] for key in ("accuracy", "macro_f1", "uar")},
+            }
+        )
+        print(f"fold {k}: accuracy {scores['accuracy']:.3f}  macro-F1 {scores['macro_f1']:.3f}", file=sys.stderr)
+        all_true.append(truth)
+        all_pred.append(predictions)
+    pooled = metric.compute(
+        predictions=np.concatenate(all_pred), references=np.concatenate(all_true), num_classes=len(EMOTIONS)
+    )
+    summary = {
+        key: {"mean": float(np.mean([f[key] for f in folds])), "std": float(np.std([f[key] for f in folds]))}
+        for key in ("accuracy", "macro_f1", "uar")
+    }
+    return {
+        **summary,
+        "per_class_recall": dict(zip(EMOTIONS, pooled["per_class_recall"], strict=True)),
+        "confusion_matrix": pooled["confusion_matrix"],
+        "chance": chance_levels(np.concatenate(all_true)),
+        "folds": folds,
+    }
+
+
+def plot_confusion(matrix: list[list[int]], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(matrix, dtype=float)
+    shares = counts / counts.sum(axis=1, keepdims=True)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=110)
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(EMOTIONS)):
+        for j in range(len(EMOTIONS)):
+            ax.text(j, i, f"{shares[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
+    ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (row-normalised recall)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=["mel-cnn", "mfcc-mlp"], default="mel-cnn")
+    parser.add_argument("--protocol", choices=[*PROTOCOLS, "both"], default="both")
+    parser.add_argument("--folds", type=int, default=splits.N_FOLDS)
+    parser.add_argument("--data", default=None, help=f"RAVDESS folder or Hub dataset id (default ${data.DATA_ENV} or {data.DEFAULT_DATA_DIR})")
+    parser.add_argument("--actors", type=int, nargs="*", default=None, help="restrict to these actors")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--reports", type=Path, default=REPORTS_DIR)
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    config = TrainConfig(epochs=args.epochs)
+    log_mel, lengths, labels, actor_of_row = load_features(args.data, args.actors)
+    protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
+    report = {
+        "model": args.model,
+        "command": "python -m train.crossval " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "device": device_name(),
+        "train_config": vars(config),
+        "actors": sorted({int(a) for a in actor_of_row}),
+        "clips": len(labels),
+        "protocols": {},
+    }
+    for protocol in protocols:
+        fold_splits = protocol_splits(protocol, actor_of_row, labels.numpy(), args.folds)
+        result = cross_validate(args.model, log_mel, lengths, labels, fold_splits, actor_of_row, config)
+        report["protocols"][protocol] = result
+        plot_confusion(
+            result["confusion_matrix"],
+            f"{args.model}, {protocol}, {args.folds}-fold: accuracy {result['accuracy']['mean']:.1%}",
+            args.reports / f"confusion_{args.model}_{protocol}.png",
+        )
+        print(
+            f"{args.model} {protocol}: accuracy {result['accuracy']['mean']:.1%} ± {result['accuracy']['std']:.1%}, "
+            f"macro-F1 {result['macro_f1']['mean']:.3f} ± {result['macro_f1']['std']:.3f}"
+        )
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    args.reports.mkdir(parents=True, exist_ok=True)
+    (args.reports / f"cv_{args.model}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
