@@ -1,13 +1,13 @@
 """Feature extraction shared by training and inference (one place, so no train/serve skew).
 
-    16 kHz mono -> trim silence -> crop/pad to 4 s -> log-mel (64 × 201) -> per-utterance norm
-                                                              \\-> 40 MFCCs -> mean & std (80)
+16 kHz mono -> trim silence -> crop/pad to 4 s -> log-mel (64 × 201) -> per-utterance norm
+                                                          \\-> 40 MFCCs -> mean & std (80)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import librosa
 import numpy as np
@@ -108,19 +108,19 @@ def chunk(audio: np.ndarray, length: int = N_SAMPLES, hop: int = N_SAMPLES // 2)
     return [audio[s : s + length] for s in starts]
 
 
-@lru_cache(maxsize=None)
-def mel_filters(device: torch.device = torch.device("cpu")) -> torch.Tensor:
+@cache
+def mel_filters(device: torch.device | str = "cpu") -> torch.Tensor:
     """Slaney-style mel filterbank (N_MELS × N_FFT/2+1), built once per device."""
     filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)
     return torch.from_numpy(filters).to(device)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hann_window(device: torch.device) -> torch.Tensor:
     return torch.hann_window(N_FFT, device=device)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _dct_matrix(device: torch.device) -> torch.Tensor:
     # Orthonormal DCT-II, as librosa.feature.mfcc uses.
     n = torch.arange(N_MELS, dtype=torch.float64)
@@ -150,16 +150,19 @@ def _frame_mask(log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (frames[None, :] < valid_frames(lengths)[:, None]).to(log_mel.dtype)[:, None, :]
 
 
-def normalized_log_mel(log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Per-utterance mean/variance normalisation over the speech frames; padding becomes 0.
+def normalized_log_mel(log_mel: torch.Tensor, lengths: torch.Tensor, per_band: bool = False) -> torch.Tensor:
+    """Mean/variance normalisation over each utterance's speech frames; padding becomes 0.
 
     Statistics over the speech frames alone keep a short clip's normalisation from
-    being dominated by the zero padding that brings it up to 4 s.
+    being dominated by the zero padding that brings it up to 4 s. ``per_band``
+    normalises every mel band on its own (cepstral mean and variance normalisation),
+    which also removes the microphone's and the speaker's average spectral tilt.
     """
     mask = _frame_mask(log_mel, lengths)
-    count = mask.sum(dim=-1, keepdim=True) * log_mel.shape[-2]
-    mean = (log_mel * mask).sum(dim=(-2, -1), keepdim=True) / count
-    var = (((log_mel - mean) * mask) ** 2).sum(dim=(-2, -1), keepdim=True) / count
+    dims = (-1,) if per_band else (-2, -1)
+    count = mask.sum(dim=-1, keepdim=True) * (1 if per_band else log_mel.shape[-2])
+    mean = (log_mel * mask).sum(dim=dims, keepdim=True) / count
+    var = (((log_mel - mean) * mask) ** 2).sum(dim=dims, keepdim=True) / count
     return (log_mel - mean) / torch.sqrt(var + 1e-5) * mask
 
 

@@ -18,6 +18,7 @@ import torch
 from huggingface_hub import snapshot_download
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn import functional as F
 
 from . import features
 from .labels import EMOTIONS
@@ -33,9 +34,11 @@ class ModelLoadError(RuntimeError):
 @dataclass
 class MelCNNConfig:
     labels: list[str] = field(default_factory=lambda: list(EMOTIONS))
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
     hidden: int = 128
     dropout: float = 0.3
+    normalization: str = "band"  # "band": per mel band (CMVN); "utterance": one mean/std per clip
+    pooling: str = "mean"  # over time: "mean", or "mean+std"
     top_db: float = features.TOP_DB
     temperature: float = 1.0  # softmax temperature; 1.0 = uncalibrated
 
@@ -141,7 +144,11 @@ def parse_config(model_class: type[EmotionModel], raw: dict, directory: Path | s
     defaults = model_class.config_class()
     for key, value in values.items():
         expected = type(getattr(defaults, key))
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if expected is float else isinstance(value, expected)
+        ok = (
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+            if expected is float
+            else isinstance(value, expected)
+        )
         if not ok:
             raise ModelLoadError(f"{where}: {key} must be {expected.__name__}, got {value!r}")
     config = model_class.config_class(**values)
@@ -172,23 +179,40 @@ class MelCNN(EmotionModel):
             ]
             in_channels = out_channels
         self.blocks = nn.Sequential(*blocks)
+        if config.normalization not in ("utterance", "band") or config.pooling not in ("mean", "mean+std"):
+            raise ValueError(f"unknown normalization {config.normalization!r} or pooling {config.pooling!r}")
         frequency_bins = features.N_MELS // 2 ** len(config.channels)
+        pooled = in_channels * frequency_bins * (2 if config.pooling == "mean+std" else 1)
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(config.dropout),
-            nn.Linear(in_channels * frequency_bins, config.hidden),
+            nn.Linear(pooled, config.hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(config.dropout),
             nn.Linear(config.hidden, len(config.labels)),
         )
 
     def from_log_mel(self, log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return features.normalized_log_mel(log_mel, lengths)
+        normalized = features.normalized_log_mel(log_mel, lengths, per_band=self.config.normalization == "band")
+        # Cut the all-padding tail shared by the whole batch: the network only looks at speech
+        # frames (see forward), so this changes nothing but the work done (half, for RAVDESS).
+        stride = 2 ** len(self.config.channels)
+        frames = -(-int(features.valid_frames(lengths).max()) // stride) * stride
+        return normalized[..., : min(frames, features.N_FRAMES)]
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
-        # Averaging over time (not flattening it) lets the head ignore where in the 4 s the speech sits.
-        hidden = self.blocks(log_mel.unsqueeze(1)).mean(dim=-1)
-        return self.head(hidden)
+        # Padding frames are exactly zero after normalisation; pool over the speech frames only,
+        # so a clip's prediction does not depend on how much padding its batch carries.
+        speech = (log_mel != 0).any(dim=1, keepdim=True).to(log_mel.dtype)  # (B, 1, T)
+        # channels_last is the layout oneDNN's CPU convolutions run fastest in (about 20% here).
+        hidden = self.blocks(log_mel.unsqueeze(1).contiguous(memory_format=torch.channels_last))  # (B, C, F', T')
+        mask = F.max_pool1d(speech, 2 ** len(self.config.channels))[..., : hidden.shape[-1]].unsqueeze(1)
+        count = mask.sum(dim=-1).clamp(min=1)
+        mean = (hidden * mask).sum(dim=-1) / count
+        if self.config.pooling == "mean+std":
+            std = torch.sqrt((((hidden - mean[..., None]) * mask) ** 2).sum(dim=-1) / count + 1e-5)
+            return self.head(torch.cat([mean, std], dim=1))
+        return self.head(mean)
 
 
 class MfccMLP(EmotionModel):
@@ -205,7 +229,12 @@ class MfccMLP(EmotionModel):
         self.register_buffer("feature_std", torch.ones(n_features))
         layers, width = [], n_features
         for hidden in config.hidden:
-            layers += [nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(config.dropout)]
+            layers += [
+                nn.Linear(width, hidden),
+                nn.BatchNorm1d(hidden),
+                nn.ReLU(inplace=True),
+                nn.Dropout(config.dropout),
+            ]
             width = hidden
         self.layers = nn.Sequential(*layers, nn.Linear(width, len(config.labels)))
 

@@ -15,6 +15,7 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import evaluate
@@ -23,7 +24,7 @@ import torch
 
 from ser_models.labels import EMOTIONS
 from train import data, splits
-from train.trainer import TrainConfig, build_model, fit, predict_logits
+from train.trainer import TRAIN_CONFIGS, TrainConfig, build_model, fit, predict_logits
 
 REPORTS_DIR = Path(__file__).resolve().parents[1] / "reports"
 METRICS_MODULE = str(Path(__file__).parent / "ser_metrics")
@@ -61,12 +62,12 @@ def cross_validate(
     metric = evaluate.load(METRICS_MODULE)
     folds, all_true, all_pred = [], [], []
     for k, split in enumerate(fold_splits):
-        model = build_model(model_type)
-        inputs = model.from_log_mel(log_mel, lengths)
-        result = fit(
-            model, inputs[split.train], labels[split.train], inputs[split.validation], labels[split.validation], config
-        )
-        predictions = predict_logits(result.model, inputs[split.test]).argmax(dim=-1).numpy()
+
+        def rows(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return log_mel[index], lengths[index], labels[index]
+
+        result = fit(build_model(model_type, config.seed), rows(split.train), rows(split.validation), config)
+        predictions = predict_logits(result.model, log_mel[split.test], lengths[split.test]).argmax(dim=-1).numpy()
         truth = labels[split.test].numpy()
         scores = metric.compute(predictions=predictions, references=truth, num_classes=len(EMOTIONS))
         folds.append(
@@ -111,8 +112,15 @@ def plot_confusion(matrix: list[list[int]], title: str, path: Path) -> None:
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(EMOTIONS)):
         for j in range(len(EMOTIONS)):
-            ax.text(j, i, f"{shares[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if shares[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{shares[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if shares[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
     ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
     ax.set_xlabel("predicted")
@@ -135,21 +143,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", choices=["mel-cnn", "mfcc-mlp"], default="mel-cnn")
     parser.add_argument("--protocol", choices=[*PROTOCOLS, "both"], default="both")
     parser.add_argument("--folds", type=int, default=splits.N_FOLDS)
-    parser.add_argument("--data", default=None, help=f"RAVDESS folder or Hub dataset id (default ${data.DATA_ENV} or {data.DEFAULT_DATA_DIR})")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help=f"RAVDESS folder or Hub dataset id (default ${data.DATA_ENV} or {data.DEFAULT_DATA_DIR})",
+    )
     parser.add_argument("--actors", type=int, nargs="*", default=None, help="restrict to these actors")
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--epochs", type=int, default=None, help="override the model's default epoch count")
     parser.add_argument("--reports", type=Path, default=REPORTS_DIR)
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    config = TrainConfig(epochs=args.epochs)
+    config = TRAIN_CONFIGS[args.model]
+    if args.epochs:
+        config = replace(config, epochs=args.epochs)
     log_mel, lengths, labels, actor_of_row = load_features(args.data, args.actors)
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
     report = {
         "model": args.model,
         "command": "python -m train.crossval " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "device": device_name(),
-        "train_config": vars(config),
+        "train_config": asdict(config),
         "actors": sorted({int(a) for a in actor_of_row}),
         "clips": len(labels),
         "protocols": {},

@@ -9,15 +9,16 @@ import copy
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from sklearn.metrics import f1_score
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from ser_models.models import MODEL_CLASSES, EmotionModel, MelCNN, MfccMLP
+from ser_models import features
+from ser_models.models import MODEL_CLASSES, EmotionModel, MfccMLP
 
 
 @dataclass
@@ -30,7 +31,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 15  # epochs without a better validation macro-F1 before stopping
     label_smoothing: float = 0.1
-    spec_augment: bool = True  # time and frequency masks on the log-mel (CNN only)
+    spec_augment: bool = True  # time and frequency masks on the log-mel
+    mixup: float = 0.0  # Beta(a, a) mixing of inputs and targets; 0 = off
     seed: int = 42
 
 
@@ -43,87 +45,135 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
-def build_model(model_type: str) -> EmotionModel:
-    return MODEL_CLASSES[model_type]()
+# Per-model defaults, chosen on speaker-independent folds (reports/, model_card.md).
+TRAIN_CONFIGS = {
+    "mel-cnn": TrainConfig(epochs=100, patience=25),
+    "mfcc-mlp": TrainConfig(spec_augment=False, label_smoothing=0.0),
+}
 
 
-def spec_augment(batch: torch.Tensor, generator: torch.Generator, max_time: int = 30, max_freq: int = 10) -> torch.Tensor:
-    """Zero one random time band and one random frequency band of each normalised log-mel (SpecAugment)."""
-    n, n_mels, n_frames = batch.shape
-    device = batch.device
-    t_width = torch.randint(0, max_time + 1, (n, 1), generator=generator).to(device)
-    t_start = (torch.rand(n, 1, generator=generator).to(device) * (n_frames - t_width)).long()
-    f_width = torch.randint(0, max_freq + 1, (n, 1), generator=generator).to(device)
-    f_start = (torch.rand(n, 1, generator=generator).to(device) * (n_mels - f_width)).long()
+def build_model(model_type: str, seed: int = 42) -> EmotionModel:
+    set_seed(seed)  # the initial weights depend on the seed alone, not on what ran before
+    model = MODEL_CLASSES[model_type]()
+    return model.to(memory_format=torch.channels_last) if model_type == "mel-cnn" else model
+
+
+def spec_augment(
+    log_mel: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator, max_frames: int = 30, max_bands: int = 10
+) -> torch.Tensor:
+    """SpecAugment: one random band of frames (within the speech) and one of mel bands per clip,
+    set to that clip's mean level so the mask carries no loudness cue."""
+    n, n_mels, n_frames = log_mel.shape
+    device = log_mel.device
+    speech_frames = features.valid_frames(lengths).to(device)[:, None]
+
+    def band(size: int | torch.Tensor, max_width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        width = torch.randint(0, max_width + 1, (n, 1), generator=generator).to(device)
+        width = torch.minimum(width, torch.as_tensor(size, device=device) - 1)
+        start = (torch.rand(n, 1, generator=generator).to(device) * (size - width)).long()
+        return start, width
+
+    t_start, t_width = band(speech_frames, max_frames)
+    f_start, f_width = band(n_mels, max_bands)
     frames = torch.arange(n_frames, device=device)[None, :]
     bands = torch.arange(n_mels, device=device)[None, :]
-    keep_t = ~((frames >= t_start) & (frames < t_start + t_width))
-    keep_f = ~((bands >= f_start) & (bands < f_start + f_width))
-    return batch * keep_t[:, None, :] * keep_f[:, :, None]
+    masked_t = ((frames >= t_start) & (frames < t_start + t_width))[:, None, :]
+    masked_f = ((bands >= f_start) & (bands < f_start + f_width))[:, :, None]
+    level = log_mel.mean(dim=(-2, -1), keepdim=True)
+    return torch.where(masked_t | masked_f, level, log_mel)
+
+
+def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled batches of clips of similar length, so little time is spent on padding.
+
+    Clips are shuffled, taken 8 batches at a time, sorted by length within that pool
+    and cut into batches; the batch order is then shuffled again.
+    """
+    order = torch.randperm(len(lengths), generator=generator)
+    pool = batch_size * 8
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        batches += list(chunk.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
 
 def fit(
     model: EmotionModel,
-    train_inputs: torch.Tensor,
-    train_labels: torch.Tensor,
-    validation_inputs: torch.Tensor,
-    validation_labels: torch.Tensor,
-    config: TrainConfig = TrainConfig(),
+    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    validation: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    config: TrainConfig | None = None,
     progress: bool = True,
 ) -> FitResult:
-    """Train on model inputs (``model.from_log_mel`` output); keep the weights of the best validation epoch."""
+    """Train on (log-mel, lengths, labels) triples; keep the weights of the best validation epoch.
+
+    Model inputs are made per batch with ``model.from_log_mel``, the function inference
+    uses, so augmentation acts on the log-mel and no input is computed two ways.
+    """
+    config = config or TrainConfig()
     started = time.perf_counter()
     set_seed(config.seed)
     if isinstance(model, MfccMLP):
-        model.fit_scaler(train_inputs)
+        model.fit_scaler(model.from_log_mel(train[0], train[1]))
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    loader = DataLoader(
-        TensorDataset(train_inputs, train_labels),
-        batch_size=config.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
+    batch_generator = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = -(-len(train[2]) // config.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.learning_rate, total_steps=config.epochs * len(loader)
+        optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch
     )
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    augment = config.spec_augment and isinstance(accelerator.unwrap_model(model), MelCNN)
+    core = accelerator.unwrap_model(model)
     mask_generator = torch.Generator().manual_seed(config.seed)
+    mix_seed = np.random.default_rng(config.seed)
 
     best_f1, best_epoch, best_state, history = -1.0, 0, None, []
-    epochs = tqdm(range(1, config.epochs + 1), desc=f"train {type(accelerator.unwrap_model(model)).__name__}", disable=not progress)
+    epochs = tqdm(range(1, config.epochs + 1), desc=f"train {core.model_type}", disable=not progress, mininterval=5)
     for epoch in epochs:
         model.train()
         total_loss = 0.0
-        for inputs, labels in loader:
-            if augment:
-                inputs = spec_augment(inputs, mask_generator)
-            loss = loss_fn(model(inputs), labels)
+        for rows in length_bucketed_batches(train[1], config.batch_size, batch_generator):
+            log_mel, lengths, labels = (t[rows].to(accelerator.device) for t in train)
+            if config.spec_augment:
+                log_mel = spec_augment(log_mel, lengths, mask_generator)
+            inputs = core.from_log_mel(log_mel, lengths)
+            if config.mixup > 0:
+                share = float(np.random.default_rng(mix_seed.integers(2**32)).beta(config.mixup, config.mixup))
+                order = torch.randperm(len(labels), generator=mask_generator).to(inputs.device)
+                logits = model(share * inputs + (1 - share) * inputs[order])
+                loss = share * loss_fn(logits, labels) + (1 - share) * loss_fn(logits, labels[order])
+            else:
+                loss = loss_fn(model(inputs), labels)
             optimizer.zero_grad()
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
             total_loss += loss.item() * len(labels)
-        predictions = predict_logits(model, validation_inputs).argmax(dim=-1).numpy()
-        validation_f1 = float(f1_score(validation_labels.numpy(), predictions, average="macro"))
-        history.append({"epoch": epoch, "loss": total_loss / len(train_labels), "validation_macro_f1": validation_f1})
+        predictions = predict_logits(core, validation[0], validation[1]).argmax(dim=-1).numpy()
+        validation_f1 = float(f1_score(validation[2].numpy(), predictions, average="macro"))
+        history.append({"epoch": epoch, "loss": total_loss / len(train[2]), "validation_macro_f1": validation_f1})
         if validation_f1 > best_f1:
             best_f1, best_epoch = validation_f1, epoch
-            best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
-        epochs.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_f1=f"{validation_f1:.3f}", best=f"{best_f1:.3f}@{best_epoch}")
+            best_state = copy.deepcopy(core.state_dict())
+        epochs.set_postfix(
+            loss=f"{history[-1]['loss']:.3f}", val_f1=f"{validation_f1:.3f}", best=f"{best_f1:.3f}@{best_epoch}"
+        )
         if epoch - best_epoch >= config.patience:
             break
-    model = accelerator.unwrap_model(model)
-    model.load_state_dict(best_state)
-    model = model.cpu().eval()
-    return FitResult(model, best_epoch, best_f1, time.perf_counter() - started, history)
+    core.load_state_dict(best_state)
+    return FitResult(core.cpu().eval(), best_epoch, best_f1, time.perf_counter() - started, history)
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def predict_logits(
+    model: EmotionModel, log_mel: torch.Tensor, lengths: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model(inputs[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(inputs), batch_size)])
-
+    logits = []
+    for i in range(0, len(log_mel), batch_size):
+        batch, batch_lengths = log_mel[i : i + batch_size].to(device), lengths[i : i + batch_size].to(device)
+        logits.append(model(model.from_log_mel(batch, batch_lengths)).float().cpu())
+    return torch.cat(logits)

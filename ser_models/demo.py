@@ -1,0 +1,124 @@
+"""What the Gradio app shows, kept apart from the UI so that it can be tested without a browser."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import features
+from .audio import AudioError, load_audio
+from .inference import MODEL_DESCRIPTIONS, WEIGHTS_DIR, Analysis, EmotionRecognizer
+from .labels import EMOTIONS
+from .models import ModelLoadError
+
+log = logging.getLogger("ser_models.demo")
+
+# Environment variables that point a model at a Hub repo id or a folder instead of the bundled weights.
+MODEL_ENV = {"mel-cnn": "SER_CNN_MODEL", "mfcc-mlp": "SER_MLP_MODEL"}
+TIPS = """**How to get a good reading**
+- Read the sentence once, in one take, 2–4 seconds long; silence before and after is cut.
+- Act the emotion clearly, as the RAVDESS actors did: the models learned from acted studio speech.
+- A quiet room and a steady distance from the microphone help more than a loud voice.
+- One reading is a hint, not a verdict: the best model is right about 6 times in 10 on voices it has never heard."""
+
+
+def load_recognizers(environ: Mapping[str, str] = os.environ) -> dict[str, EmotionRecognizer]:
+    """Every shipped model, once. A configured Hub repo or folder replaces the bundled weights;
+    if it cannot be loaded (offline, missing, invalid), one line says so and the bundled ones serve."""
+    recognizers = {}
+    for name in MODEL_DESCRIPTIONS:
+        source = environ.get(MODEL_ENV[name], "").strip()
+        if source:
+            try:
+                recognizers[name] = EmotionRecognizer.from_pretrained(source)
+                log.info("%s: loaded from %s", name, source)
+                continue
+            except ModelLoadError as error:
+                log.warning(
+                    "%s: could not load %s=%s (%s); using the bundled weights instead",
+                    name,
+                    MODEL_ENV[name],
+                    source,
+                    error,
+                )
+        recognizers[name] = EmotionRecognizer.from_pretrained(WEIGHTS_DIR / name)
+    return recognizers
+
+
+@dataclass
+class Reading:
+    """Everything the page shows after one analysis."""
+
+    analysis: Analysis
+    target: str | None
+
+    @property
+    def verdict(self) -> str:
+        probabilities = self.analysis.probabilities
+        heard = self.analysis.label
+        if not self.target:
+            return f"The model heard **{heard}** ({probabilities[heard]:.0%})."
+        ranking = sorted(probabilities, key=probabilities.get, reverse=True)
+        rank = ranking.index(self.target) + 1
+        if heard == self.target:
+            return f"✅ **Match.** The model heard **{heard}** ({probabilities[heard]:.0%}), the emotion you acted."
+        return (
+            f"❌ **No match.** The model heard **{heard}** ({probabilities[heard]:.0%}). "
+            f"Your target, **{self.target}**, came {_ordinal(rank)} of {len(EMOTIONS)} "
+            f"with {probabilities[self.target]:.0%}."
+        )
+
+    @property
+    def details(self) -> str:
+        speech = self.analysis.speech
+        start, end = speech.start / features.SAMPLE_RATE, speech.end / features.SAMPLE_RATE
+        lines = [
+            f"Recording {self.analysis.input_seconds:.2f} s; speech analysed after trimming silence: "
+            f"{speech.seconds:.2f} s ({start:.2f}–{end:.2f} s)."
+        ]
+        if speech.seconds > features.CHUNK_SECONDS:
+            lines.append(
+                f"Longer than {features.CHUNK_SECONDS:.0f} s: the probabilities are the mean over "
+                f"{len(features.chunk(speech.audio))} overlapping windows."
+            )
+        lines += [f"⚠️ {warning}" for warning in self.analysis.warnings]
+        return "\n\n".join(lines)
+
+
+def read_input(audio: str | tuple[int, np.ndarray] | None) -> tuple[np.ndarray, int]:
+    """Samples and rate from what Gradio hands over: a file path or a (rate, samples) pair."""
+    if audio is None:
+        raise AudioError("no audio: record the sentence with the microphone or upload a file first")
+    if isinstance(audio, tuple):
+        rate, samples = audio
+        return np.asarray(samples), int(rate)
+    return load_audio(audio), features.SAMPLE_RATE
+
+
+def analyze(recognizer: EmotionRecognizer, audio: str | tuple[int, np.ndarray] | None, target: str | None) -> Reading:
+    samples, rate = read_input(audio)
+    return Reading(recognizer.analyze(samples, rate), target)
+
+
+def spectrogram_image(speech: np.ndarray, height_scale: int = 3, width_scale: int = 2) -> np.ndarray:
+    """The log-mel spectrogram of the trimmed speech as an RGB image (low frequencies at the bottom)."""
+    audio = torch.from_numpy(speech[: features.N_SAMPLES].astype(np.float32))[None]
+    log_mel = features.log_mel_spectrogram(audio)[0, :, : int(features.valid_frames(torch.tensor([audio.shape[1]])))]
+    scaled = ((log_mel - log_mel.min()) / (log_mel.max() - log_mel.min() + 1e-9)).numpy()[::-1]
+    rgb = (_magma(scaled) * 255).astype(np.uint8)
+    return np.repeat(np.repeat(rgb, height_scale, axis=0), width_scale, axis=1)
+
+
+def _magma(values: np.ndarray) -> np.ndarray:
+    from matplotlib import colormaps
+
+    return colormaps["magma"](values)[..., :3]
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'tsnrhtdd'[(n // 10 % 10 != 1) * (n % 10 < 4) * n % 10 :: 4]}"

@@ -1,0 +1,83 @@
+"""The app: its logic without a browser, then the real server through gradio_client."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ser_models import EMOTIONS, AudioError
+from ser_models.demo import Reading, analyze, load_recognizers, spectrogram_image
+
+
+def test_unreachable_hub_model_falls_back_to_bundled_weights(caplog):
+    with caplog.at_level(logging.WARNING):
+        recognizers = load_recognizers({"SER_CNN_MODEL": "nobody/offline-model"})
+    assert set(recognizers) == {"mel-cnn", "mfcc-mlp"}
+    assert recognizers["mel-cnn"].model.model_type == "mel-cnn"
+    [record] = [r for r in caplog.records if "SER_CNN_MODEL" in r.getMessage()]
+    assert "nobody/offline-model" in record.getMessage() and "bundled weights instead" in record.getMessage()
+
+
+def test_configured_folder_replaces_bundled_model(tmp_path):
+    from ser_models import MelCNN
+    from ser_models.models import MelCNNConfig
+
+    MelCNN(MelCNNConfig(hidden=16)).save_pretrained(tmp_path / "cnn")
+    recognizers = load_recognizers({"SER_CNN_MODEL": str(tmp_path / "cnn")})
+    assert recognizers["mel-cnn"].model.config.hidden == 16
+
+
+def test_reading_verdict_and_details(angry_clip):
+    recognizers = load_recognizers({})
+    reading = analyze(recognizers["mel-cnn"], str(angry_clip), "angry")
+    probabilities = reading.analysis.probabilities
+    assert list(probabilities) == list(EMOTIONS) and abs(sum(probabilities.values()) - 1) < 1e-6
+    heard = reading.analysis.label
+    assert ("Match" in reading.verdict) == (heard == "angry")
+    assert "trimming silence" in reading.details
+    image = spectrogram_image(reading.analysis.speech.audio)
+    assert image.dtype == np.uint8 and image.shape[0] == 64 * 3 and image.shape[2] == 3
+
+
+def test_verdict_names_rank_of_missed_target():
+    from ser_models.demo import Analysis
+    from ser_models.features import Trimmed
+
+    probabilities = dict(zip(EMOTIONS, [0.05, 0.4, 0.1, 0.2, 0.05, 0.1, 0.05, 0.05], strict=True))
+    reading = Reading(Analysis(probabilities, Trimmed(np.zeros(16000, np.float32), 0, 16000), 1.0), "sad")
+    assert "No match" in reading.verdict and "calm" in reading.verdict and "2nd of 8" in reading.verdict
+
+
+def test_no_audio_is_a_clear_error():
+    with pytest.raises(AudioError, match="record the sentence"):
+        analyze(load_recognizers({})["mfcc-mlp"], None, "happy")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mel-cnn", "mfcc-mlp"])
+def test_gradio_client_round_trip(server_url, angry_clip, model):
+    from gradio_client import Client, handle_file
+
+    client = Client(server_url, verbose=False)
+    label, verdict, spectrogram, details = client.predict(
+        handle_file(str(angry_clip)), model, "angry", api_name="/predict"
+    )
+    confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
+    assert set(confidences) == set(EMOTIONS)
+    assert abs(sum(confidences.values()) - 1) < 1e-4
+    assert label["label"] == max(confidences, key=confidences.get)
+    assert "model heard" in verdict and Path(spectrogram).is_file() and "trimming" in details
+
+
+@pytest.mark.slow
+def test_gradio_client_gets_a_clear_message_for_a_non_audio_file(server_url, tmp_path):
+    from gradio_client import Client, handle_file
+
+    fake = tmp_path / "photo.wav"
+    fake.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(2000))
+    client = Client(server_url, verbose=False)
+    with pytest.raises(Exception, match="could not be decoded as audio"):
+        client.predict(handle_file(str(fake)), "mel-cnn", "angry", api_name="/predict")

@@ -1,0 +1,105 @@
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ser_models import (
+    EMOTIONS,
+    EmotionRecognizer,
+    EmptyAudioError,
+    InvalidSamplesError,
+    SilentAudioError,
+    TooLongError,
+    TooShortError,
+    UnreadableAudioError,
+    UnsupportedAudioError,
+    load_audio,
+)
+
+
+@pytest.fixture(scope="module", params=["mel-cnn", "mfcc-mlp"])
+def recognizer(request):
+    return EmotionRecognizer.from_pretrained(request.param)
+
+
+def assert_distribution(probabilities):
+    assert list(probabilities) == list(EMOTIONS)
+    assert all(math.isfinite(p) and 0 <= p <= 1 for p in probabilities.values())
+    assert math.isclose(sum(probabilities.values()), 1.0, abs_tol=1e-6)
+
+
+def test_default_model_is_the_cnn():
+    assert EmotionRecognizer.from_pretrained().model.model_type == "mel-cnn"
+
+
+def test_predict_file_and_waveform_agree(recognizer, angry_clip):
+    from_file = recognizer.predict_file(angry_clip)
+    samples, rate = sf.read(angry_clip, dtype="int16")
+    from_waveform = recognizer.predict(samples, rate)
+    assert_distribution(from_file)
+    assert from_file == pytest.approx(from_waveform, abs=1e-5)
+
+
+def test_batch_equals_one_by_one(recognizer, sample_clips):
+    recordings = [(load_audio(c), 16000) for c in sample_clips]
+    batched = recognizer.predict_batch(recordings)
+    for (audio, rate), probabilities in zip(recordings, batched, strict=True):
+        assert probabilities == pytest.approx(recognizer.predict(audio, rate), abs=1e-5)
+
+
+def test_resampled_stereo_input_gives_a_close_answer(recognizer, angry_clip):
+    import soxr
+
+    mono = load_audio(angry_clip)
+    stereo_44k = np.stack([soxr.resample(mono, 16000, 44100)] * 2, axis=1)
+    assert recognizer.predict(stereo_44k, 44100) == pytest.approx(recognizer.predict(mono, 16000), abs=0.05)
+
+
+def test_long_recording_uses_every_window(recognizer, sample_clips):
+    long_take = np.concatenate([load_audio(c) for c in sample_clips[:4]])
+    analysis = recognizer.analyze(long_take, 16000)
+    assert analysis.speech.seconds > 4
+    assert_distribution(analysis.probabilities)
+
+
+def test_bundled_models_recognise_training_speech(sample_clips):
+    # Actor 02 is in the bundled models' training set: a sanity check, not an accuracy figure.
+    recognizer = EmotionRecognizer.from_pretrained("mel-cnn")
+    labels = [max(p, key=p.get) for p in recognizer.predict_batch([(load_audio(c), 16000) for c in sample_clips])]
+    assert sum(label == emotion for label, emotion in zip(labels, EMOTIONS, strict=True)) >= 5
+
+
+@pytest.mark.parametrize(
+    ("samples", "rate", "error"),
+    [
+        (np.zeros(0, dtype=np.float32), 16000, EmptyAudioError),
+        (np.zeros(32000, dtype=np.float32), 16000, SilentAudioError),
+        (np.full(32000, np.nan, dtype=np.float32), 16000, InvalidSamplesError),
+        (np.array(["a", "b"]), 16000, InvalidSamplesError),
+        (np.zeros(32000, dtype=np.float32), 100, UnsupportedAudioError),
+        (np.zeros((2, 3, 100), dtype=np.float32), 16000, UnsupportedAudioError),
+        (np.ones(16000 * 61, dtype=np.float32) * 0.1, 16000, TooLongError),
+    ],
+)
+def test_bad_waveforms_raise_documented_errors(samples, rate, error):
+    with pytest.raises(error):
+        EmotionRecognizer.from_pretrained("mfcc-mlp").predict(samples, rate)
+
+
+def test_short_blip_is_too_short():
+    blip = np.zeros(32000, dtype=np.float32)
+    blip[1000:2000] = np.sin(np.arange(1000) / 5)
+    with pytest.raises(TooShortError):
+        EmotionRecognizer.from_pretrained("mfcc-mlp").predict(blip, 16000)
+
+
+def test_files_that_are_not_audio(tmp_path):
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio")
+    with pytest.raises(UnreadableAudioError, match="could not be decoded"):
+        load_audio(text)
+    with pytest.raises(UnreadableAudioError, match="does not exist"):
+        load_audio(tmp_path / "missing.wav")
+    with pytest.raises(UnreadableAudioError):
+        load_audio(b"\x00" * 100)

@@ -1,0 +1,90 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ser_models import EmotionRecognizer, MelCNN, MfccMLP, ModelLoadError
+from ser_models.models import CONFIG_NAME, WEIGHTS_NAME, EmotionModel, MelCNNConfig
+
+
+@pytest.mark.parametrize("model_class", [MelCNN, MfccMLP])
+def test_save_and_load_round_trip_gives_identical_outputs(tmp_path, model_class):
+    torch.manual_seed(0)
+    model = model_class().eval()
+    if isinstance(model, MfccMLP):
+        model.fit_scaler(torch.randn(32, 80) * 3 + 1)
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    loaded = EmotionModel.from_pretrained(tmp_path)
+    assert type(loaded) is model_class
+    audio = torch.randn(3, 64000) * 0.1
+    lengths = torch.tensor([64000, 30000, 9000])
+    with torch.inference_mode():
+        expected = model(model.featurize(audio, lengths))
+        actual = loaded(loaded.featurize(audio, lengths))
+    assert torch.equal(expected, actual)
+
+
+def _saved(tmp_path, **changes):
+    MelCNN().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / CONFIG_NAME).read_text())
+    config.update(changes)
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(config))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"surprise": 1}, "unknown config keys"),
+        ({"labels": ["happy", "sad"]}, "labels must be the 8 RAVDESS emotions"),
+        ({"model_type": "resnet"}, "unknown model_type"),
+        ({"channels": [8, 16, 32, 64]}, "weights do not match"),
+        ({"features": {"sample_rate": 8000}}, "trained with features"),
+        ({"dropout": "high"}, "dropout must be float"),
+        ({"temperature": -1.0}, "temperature"),
+    ],
+)
+def test_bad_configs_are_refused_before_use(tmp_path, changes, message):
+    with pytest.raises(ModelLoadError, match=message):
+        EmotionModel.from_pretrained(_saved(tmp_path, **changes))
+
+
+def test_missing_or_corrupt_files_are_clear_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="neither a model folder nor a Hub repo id"):
+        EmotionModel.from_pretrained(tmp_path / "nowhere" / "deep")
+    _saved(tmp_path)
+    (tmp_path / WEIGHTS_NAME).write_bytes(b"not safetensors")
+    with pytest.raises(ModelLoadError, match="cannot read the weights"):
+        EmotionModel.from_pretrained(tmp_path)
+
+
+def test_unreachable_hub_repo_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="could not download 'nobody/no-such-model'"):
+        EmotionModel.from_pretrained("nobody/no-such-model")
+
+
+def test_hub_repo_id_loads_through_the_hub_cache(tmp_path, monkeypatch):
+    """A repo id goes through huggingface_hub.snapshot_download; here it resolves to a local folder."""
+    model_dir = tmp_path / "snapshot"
+    MelCNN(MelCNNConfig(hidden=32)).save_pretrained(model_dir)
+    calls = []
+
+    def fake_snapshot_download(repo_id, allow_patterns):
+        calls.append((repo_id, allow_patterns))
+        return str(model_dir)
+
+    monkeypatch.setattr("ser_models.models.snapshot_download", fake_snapshot_download)
+    recognizer = EmotionRecognizer.from_pretrained("someone/ser-cnn")
+    assert calls == [("someone/ser-cnn", [CONFIG_NAME, WEIGHTS_NAME, "*.md"])]
+    assert recognizer.model.config.hidden == 32
+    assert np.isclose(sum(recognizer.predict(np.random.default_rng(0).normal(0, 0.1, 32000), 16000).values()), 1)
+
+
+def test_no_pickle_in_bundled_weights():
+    from ser_models.inference import WEIGHTS_DIR
+
+    files = sorted(p.name for p in WEIGHTS_DIR.rglob("*") if p.is_file())
+    assert files == [CONFIG_NAME, WEIGHTS_NAME, CONFIG_NAME, WEIGHTS_NAME]

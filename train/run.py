@@ -1,0 +1,74 @@
+"""Train one of the bundled models on every actor at hand and save it as safetensors + config.
+
+    python -m train.cnn              # log-mel CNN  -> ser_models/weights/mel-cnn
+    python -m train.mlp              # MFCC MLP     -> ser_models/weights/mfcc-mlp
+
+One man and one woman are held out for early stopping; all other actors train the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from ser_models.inference import WEIGHTS_DIR
+from train import data, splits
+from train.crossval import REPORTS_DIR, device_name, load_features
+from train.trainer import TRAIN_CONFIGS, build_model, fit
+
+
+def main(model_type: str, argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog=f"python -m train.{'cnn' if model_type == 'mel-cnn' else 'mlp'}")
+    parser.add_argument("--data", default=None, help=f"RAVDESS folder or Hub dataset id (default ${data.DATA_ENV})")
+    parser.add_argument("--actors", type=int, nargs="*", default=None, help="train on these actors only")
+    parser.add_argument("--output", type=Path, default=WEIGHTS_DIR / model_type, help="where to save the model")
+    parser.add_argument("--epochs", type=int, default=None, help="override the model's default epoch count")
+    parser.add_argument("--reports", type=Path, default=REPORTS_DIR)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    config = TRAIN_CONFIGS[model_type]
+    if args.epochs:
+        config = replace(config, epochs=args.epochs)
+    log_mel, lengths, labels, actor_of_row = load_features(args.data, args.actors)
+    actors = sorted({int(a) for a in actor_of_row})
+    validation_actors = splits.validation_pair(splits.actor_folds(actors)[0])
+    is_validation = np.isin(actor_of_row, validation_actors)
+    train_rows, validation_rows = np.flatnonzero(~is_validation), np.flatnonzero(is_validation)
+    result = fit(
+        build_model(model_type, config.seed),
+        (log_mel[train_rows], lengths[train_rows], labels[train_rows]),
+        (log_mel[validation_rows], lengths[validation_rows], labels[validation_rows]),
+        config,
+        progress=not args.no_progress,
+    )
+    result.model.save_pretrained(args.output)
+    report = {
+        "model": model_type,
+        "command": f"python -m train.{parser.prog.rsplit('.', 1)[-1]} "
+        + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "device": device_name(),
+        "train_actors": sorted(set(actors) - set(validation_actors)),
+        "validation_actors": validation_actors,
+        "best_epoch": result.best_epoch,
+        "validation_macro_f1": result.best_validation_f1,
+        "train_seconds": round(result.seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "train_config": asdict(config),
+        "history": result.history,
+    }
+    args.reports.mkdir(parents=True, exist_ok=True)
+    (args.reports / f"train_{model_type}.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"saved {model_type} to {args.output}: best validation macro-F1 {result.best_validation_f1:.3f} "
+        f"at epoch {result.best_epoch}, {report['total_seconds']:.0f} s on {report['device']}"
+    )
+    return report
