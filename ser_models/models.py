@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import ClassVar
 
 import torch
 from huggingface_hub import snapshot_download
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
@@ -48,6 +50,8 @@ class MfccMLPConfig:
     labels: list[str] = field(default_factory=lambda: list(EMOTIONS))
     hidden: list[int] = field(default_factory=lambda: [256, 128])
     dropout: float = 0.3
+    input_noise: float = 0.5  # std of Gaussian noise added to the standardised features while training
+    members: int = 1  # >1: an ensemble of independently trained MLPs (see MfccMLP.ensemble)
     top_db: float = features.TOP_DB
     temperature: float = 1.0
 
@@ -69,6 +73,14 @@ class EmotionModel(nn.Module):
     def from_log_mel(self, log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Model inputs from a log-mel batch; training calls this on cached log-mels."""
         raise NotImplementedError
+
+    def input_frames(self, length: int) -> int:
+        """How many frames the model looks at for speech of ``length`` samples.
+
+        Inference batches together only speech that gives the same number, so that
+        a clip's probabilities do not depend on what else is in its batch.
+        """
+        return features.N_FRAMES
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)
@@ -95,7 +107,7 @@ class EmotionModel(nn.Module):
         model = model_class(parse_config(model_class, raw, directory))
         try:
             state = load_file(str(directory / WEIGHTS_NAME))
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, SafetensorError) as error:
             raise ModelLoadError(f"{directory / WEIGHTS_NAME}: cannot read the weights ({error})") from None
         try:
             model.load_state_dict(state, strict=True)
@@ -194,11 +206,14 @@ class MelCNN(EmotionModel):
 
     def from_log_mel(self, log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         normalized = features.normalized_log_mel(log_mel, lengths, per_band=self.config.normalization == "band")
-        # Cut the all-padding tail shared by the whole batch: the network only looks at speech
-        # frames (see forward), so this changes nothing but the work done (half, for RAVDESS).
+        # Cut the all-padding tail shared by the whole batch: the network pools over speech
+        # frames only (see forward), so this mostly saves work (half of it, for RAVDESS).
+        return normalized[..., : self.input_frames(int(lengths.max()))]
+
+    def input_frames(self, length: int) -> int:
         stride = 2 ** len(self.config.channels)
-        frames = -(-int(features.valid_frames(lengths).max()) // stride) * stride
-        return normalized[..., : min(frames, features.N_FRAMES)]
+        frames = -(-int(features.valid_frames(torch.tensor(length))) // stride) * stride
+        return min(frames, features.N_FRAMES)
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         # Padding frames are exactly zero after normalisation; pool over the speech frames only,
@@ -216,7 +231,12 @@ class MelCNN(EmotionModel):
 
 
 class MfccMLP(EmotionModel):
-    """An MLP on MFCC statistics, with the standardisation fitted on the training set stored as buffers."""
+    """MLPs on MFCC statistics, standardised with training-set statistics stored as buffers.
+
+    With ``members`` > 1 it is an ensemble of independently trained MLPs whose
+    probabilities are averaged: one MLP on 80 features swings by a few points with
+    its seed, five agree better with each other and with unseen speakers.
+    """
 
     model_type = "mfcc-mlp"
     config_class = MfccMLPConfig
@@ -227,6 +247,10 @@ class MfccMLP(EmotionModel):
         n_features = 2 * features.N_MFCC
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
+        self.members = nn.ModuleList(self._mlp(n_features, config) for _ in range(config.members))
+
+    @staticmethod
+    def _mlp(n_features: int, config: MfccMLPConfig) -> nn.Sequential:
         layers, width = [], n_features
         for hidden in config.hidden:
             layers += [
@@ -236,7 +260,18 @@ class MfccMLP(EmotionModel):
                 nn.Dropout(config.dropout),
             ]
             width = hidden
-        self.layers = nn.Sequential(*layers, nn.Linear(width, len(config.labels)))
+        return nn.Sequential(*layers, nn.Linear(width, len(config.labels)))
+
+    @classmethod
+    def ensemble(cls, models: list[MfccMLP]) -> MfccMLP:
+        """One model averaging the probabilities of single MLPs trained on the same data."""
+        config = dataclasses.replace(models[0].config, members=len(models))
+        combined = cls(config)
+        combined.feature_mean.copy_(models[0].feature_mean)
+        combined.feature_std.copy_(models[0].feature_std)
+        for target, model in zip(combined.members, models, strict=True):
+            target.load_state_dict(model.members[0].state_dict())
+        return combined.eval()
 
     def fit_scaler(self, training_features: torch.Tensor) -> None:
         """Store the training set's per-feature mean and std (the scaler lives inside the model)."""
@@ -247,7 +282,14 @@ class MfccMLP(EmotionModel):
         return features.mfcc_statistics(log_mel, lengths)
 
     def forward(self, mfcc_stats: torch.Tensor) -> torch.Tensor:
-        return self.layers((mfcc_stats - self.feature_mean) / self.feature_std)
+        standardized = (mfcc_stats - self.feature_mean) / self.feature_std
+        if self.training and self.config.input_noise > 0:
+            standardized = standardized + self.config.input_noise * torch.randn_like(standardized)
+        if len(self.members) == 1:
+            return self.members[0](standardized)
+        # Log of the mean member probability: a softmax of it gives the averaged probabilities.
+        log_probabilities = torch.stack([torch.log_softmax(m(standardized), dim=-1) for m in self.members])
+        return torch.logsumexp(log_probabilities, dim=0) - math.log(len(self.members))
 
 
 MODEL_CLASSES: dict[str, type[EmotionModel]] = {m.model_type: m for m in (MelCNN, MfccMLP)}

@@ -86,5 +86,7 @@ def test_hub_repo_id_loads_through_the_hub_cache(tmp_path, monkeypatch):
 def test_no_pickle_in_bundled_weights():
     from ser_models.inference import WEIGHTS_DIR
 
-    files = sorted(p.name for p in WEIGHTS_DIR.rglob("*") if p.is_file())
-    assert files == [CONFIG_NAME, WEIGHTS_NAME, CONFIG_NAME, WEIGHTS_NAME]
+    folders = sorted(p for p in WEIGHTS_DIR.iterdir() if p.is_dir())
+    assert [f.name for f in folders] == ["mel-cnn", "mfcc-mlp"]
+    for folder in folders:
+        assert sorted(p.name for p in folder.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]

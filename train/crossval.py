@@ -24,7 +24,7 @@ import torch
 
 from ser_models.labels import EMOTIONS
 from train import data, splits
-from train.trainer import TRAIN_CONFIGS, TrainConfig, build_model, fit, predict_logits
+from train.trainer import TRAIN_CONFIGS, TrainConfig, predict_logits, train_model
 
 REPORTS_DIR = Path(__file__).resolve().parents[1] / "reports"
 METRICS_MODULE = str(Path(__file__).parent / "ser_metrics")
@@ -66,7 +66,7 @@ def cross_validate(
         def rows(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             return log_mel[index], lengths[index], labels[index]
 
-        result = fit(build_model(model_type, config.seed), rows(split.train), rows(split.validation), config)
+        result = train_model(model_type, rows(split.train), rows(split.validation), config)
         predictions = predict_logits(result.model, log_mel[split.test], lengths[split.test]).argmax(dim=-1).numpy()
         truth = labels[split.test].numpy()
         scores = metric.compute(predictions=predictions, references=truth, num_classes=len(EMOTIONS))

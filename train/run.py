@@ -21,7 +21,7 @@ import numpy as np
 from ser_models.inference import WEIGHTS_DIR
 from train import data, splits
 from train.crossval import REPORTS_DIR, device_name, load_features
-from train.trainer import TRAIN_CONFIGS, build_model, fit
+from train.trainer import TRAIN_CONFIGS, train_model
 
 
 def main(model_type: str, argv: list[str] | None = None) -> dict:
@@ -43,8 +43,8 @@ def main(model_type: str, argv: list[str] | None = None) -> dict:
     validation_actors = splits.validation_pair(splits.actor_folds(actors)[0])
     is_validation = np.isin(actor_of_row, validation_actors)
     train_rows, validation_rows = np.flatnonzero(~is_validation), np.flatnonzero(is_validation)
-    result = fit(
-        build_model(model_type, config.seed),
+    result = train_model(
+        model_type,
         (log_mel[train_rows], lengths[train_rows], labels[train_rows]),
         (log_mel[validation_rows], lengths[validation_rows], labels[validation_rows]),
         config,

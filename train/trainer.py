@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -50,6 +50,7 @@ TRAIN_CONFIGS = {
     "mel-cnn": TrainConfig(epochs=100, patience=25),
     "mfcc-mlp": TrainConfig(spec_augment=False, label_smoothing=0.0),
 }
+MLP_ENSEMBLE_SIZE = 5
 
 
 def build_model(model_type: str, seed: int = 42) -> EmotionModel:
@@ -164,6 +165,32 @@ def fit(
             break
     core.load_state_dict(best_state)
     return FitResult(core.cpu().eval(), best_epoch, best_f1, time.perf_counter() - started, history)
+
+
+def train_model(
+    model_type: str,
+    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    validation: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    config: TrainConfig,
+    progress: bool = True,
+) -> FitResult:
+    """Build and train a shipped model: the CNN as is, the MLP as an ensemble of MLP_ENSEMBLE_SIZE
+    members, each with its own seed (initial weights, batch order, noise) and its own early stop."""
+    if model_type != "mfcc-mlp":
+        return fit(build_model(model_type, config.seed), train, validation, config, progress)
+    members = []
+    for offset in range(MLP_ENSEMBLE_SIZE):
+        member_config = replace(config, seed=config.seed + offset)
+        members.append(fit(build_model(model_type, member_config.seed), train, validation, member_config, progress))
+    ensemble = MfccMLP.ensemble([m.model for m in members])
+    predictions = predict_logits(ensemble, validation[0], validation[1]).argmax(dim=-1).numpy()
+    return FitResult(
+        ensemble,
+        best_epoch=max(m.best_epoch for m in members),
+        best_validation_f1=float(f1_score(validation[2].numpy(), predictions, average="macro")),
+        seconds=sum(m.seconds for m in members),
+        history=[{"member": i, "best_epoch": m.best_epoch, "history": m.history} for i, m in enumerate(members)],
+    )
 
 
 @torch.inference_mode()

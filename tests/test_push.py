@@ -1,0 +1,50 @@
+"""Hub upload, without the network: the dry run's folder and the calls made to huggingface_hub."""
+
+from ser_models.models import CONFIG_NAME, WEIGHTS_NAME, EmotionModel
+from train import push
+
+
+class RecordingApi:
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", sorted(p.name for p in kwargs["folder_path"].iterdir()), kwargs))
+
+
+def test_dry_run_stages_exactly_what_would_be_uploaded(tmp_path, capsys):
+    assert push.main(["--repo-id", "me/ser-cnn", "--dry-run", "--output", str(tmp_path / "stage")]) == 0
+    staged = sorted(p.name for p in (tmp_path / "stage").iterdir())
+    assert staged == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
+    assert (tmp_path / "stage" / "README.md").read_text() == push.MODEL_CARD.read_text()
+    assert EmotionModel.from_pretrained(tmp_path / "stage").model_type == "mel-cnn"
+    assert "nothing uploaded" in capsys.readouterr().out
+
+
+def test_upload_calls_huggingface_hub(tmp_path):
+    api = RecordingApi()
+    status = push.main(["--repo-id", "me/ser-mlp", "--model", "mfcc-mlp", "--output", str(tmp_path / "s")], api=api)
+    assert status == 0
+    assert api.calls[0][:2] == ("create_repo", "me/ser-mlp")
+    name, files, kwargs = api.calls[1]
+    assert name == "upload_folder" and files == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
+    assert kwargs["repo_id"] == "me/ser-mlp" and kwargs["repo_type"] == "model"
+
+
+def test_upload_failure_is_reported(tmp_path, capsys):
+    class FailingApi(RecordingApi):
+        def create_repo(self, repo_id, **kwargs):
+            raise ConnectionError("offline")
+
+    assert push.main(["--repo-id", "me/x", "--output", str(tmp_path / "s")], api=FailingApi()) == 1
+    assert "upload to me/x failed: offline" in capsys.readouterr().err
+
+
+def test_a_model_that_does_not_load_is_not_published(tmp_path, capsys):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / CONFIG_NAME).write_text("{}")
+    assert push.main(["--repo-id", "me/x", "--model", str(tmp_path / "broken"), "--dry-run"]) == 2
+    assert "error:" in capsys.readouterr().err

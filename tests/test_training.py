@@ -1,0 +1,68 @@
+"""A tiny end-to-end run of the real training and evaluation code on a few actors."""
+
+import json
+
+import pytest
+
+from ser_models import EMOTIONS, EmotionRecognizer
+from train import crossval, run
+
+
+@pytest.mark.slow
+def test_train_a_model_and_use_it(ravdess_dir, tmp_path, sample_clips):
+    output = tmp_path / "model"
+    report = run.main(
+        "mel-cnn",
+        [
+            "--actors",
+            "1",
+            "2",
+            "3",
+            "4",
+            "--epochs",
+            "2",
+            "--output",
+            str(output),
+            "--reports",
+            str(tmp_path),
+            "--no-progress",
+        ],
+    )
+    assert report["validation_actors"] and not set(report["validation_actors"]) & set(report["train_actors"])
+    assert len(report["history"]) == 2
+    probabilities = EmotionRecognizer.from_pretrained(output).predict_file(sample_clips[0])
+    assert list(probabilities) == list(EMOTIONS) and abs(sum(probabilities.values()) - 1) < 1e-6
+
+
+@pytest.mark.slow
+def test_cross_validation_writes_reports(ravdess_dir, tmp_path):
+    report = crossval.main(
+        [
+            "--model",
+            "mfcc-mlp",
+            "--actors",
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "6",
+            "--folds",
+            "3",
+            "--epochs",
+            "2",
+            "--reports",
+            str(tmp_path),
+        ]
+    )
+    saved = json.loads((tmp_path / "cv_mfcc-mlp.json").read_text())
+    assert saved["command"].startswith("python -m train.crossval --model mfcc-mlp")
+    for protocol in ("speaker-independent", "speaker-dependent"):
+        result = saved["protocols"][protocol]
+        assert len(result["folds"]) == 3
+        assert 0 <= result["accuracy"]["mean"] <= 1 and len(result["confusion_matrix"]) == len(EMOTIONS)
+        assert abs(result["chance"]["uniform"] - 0.125) < 1e-9
+        assert (tmp_path / f"confusion_mfcc-mlp_{protocol}.png").stat().st_size > 1000
+    tested = [a for fold in saved["protocols"]["speaker-independent"]["folds"] for a in fold["test_actors"]]
+    assert sorted(tested) == [1, 2, 3, 4, 5, 6]
+    assert report["actors"] == [1, 2, 3, 4, 5, 6]
