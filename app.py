@@ -19,8 +19,8 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 RECOGNIZERS = load_recognizers()  # once, at start-up
 MODEL_CHOICES = [(f"{name}: {MODEL_DESCRIPTIONS[name]}", name) for name in RECOGNIZERS]
 CSS = """
-#sentence { font-size: 1.9rem; line-height: 1.3; font-weight: 600; text-align: center; padding: 0.6rem 0; }
-#verdict { font-size: 1.15rem; }
+#sentence, #sentence p { font-size: 2rem; line-height: 1.3; font-weight: 600; text-align: center; }
+#verdict, #verdict p { font-size: 1.15rem; }
 """
 
 

@@ -99,6 +99,8 @@ def to_mono_16k(waveform: np.ndarray, sample_rate: int, max_seconds: float = MAX
             f"sample rate {sample_rate!r} is not supported: use {MIN_SAMPLE_RATE:,}–{MAX_SAMPLE_RATE:,} Hz"
         )
     sample_rate = int(sample_rate)
+    if samples.size == 0:
+        raise EmptyAudioError("the recording is empty: no samples were received")
     if samples.ndim == 2:
         if samples.shape[0] < samples.shape[1]:
             samples = samples.T
@@ -107,8 +109,6 @@ def to_mono_16k(waveform: np.ndarray, sample_rate: int, max_seconds: float = MAX
         samples = samples.mean(axis=1)
     elif samples.ndim != 1:
         raise UnsupportedAudioError(f"audio must be 1-D or 2-D (samples × channels), got shape {samples.shape}")
-    if samples.size == 0:
-        raise EmptyAudioError("the recording is empty: no samples were received")
     if samples.size / sample_rate > max_seconds:
         raise TooLongError(_too_long_message(samples.size / sample_rate, max_seconds))
     if not np.isfinite(samples).all():

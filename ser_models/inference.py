@@ -20,7 +20,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "mel-cnn"
 MODEL_DESCRIPTIONS = {
     "mel-cnn": "Log-mel CNN: four conv blocks over a 64-band log-mel spectrogram (default).",
-    "mfcc-mlp": "MFCC MLP: a small network on the mean and spread of 40 MFCCs; fastest, less accurate.",
+    "mfcc-mlp": "MFCC MLP: five small networks on the mean and spread of 40 MFCCs; less accurate.",
 }
 BATCH_SIZE = 64
 

@@ -28,7 +28,10 @@ def test_upload_pick_model_analyze_and_see_the_bars(server_url, angry_clip, tmp_
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
         page.goto(server_url)
         expect(page.get_by_text("Kids are talking by the door").first).to_be_visible(timeout=30_000)
-        page.locator("input[type=file]").first.set_input_files(str(angry_clip))
+        page.get_by_role("button", name="Upload file").click()  # the microphone is the default source
+        page.locator("input[type=file]").set_input_files(str(angry_clip))
+        page.get_by_label("Step B — the emotion to act").click()
+        page.get_by_role("option", name="angry").click()
         page.get_by_label("mfcc-mlp", exact=False).check()
         page.get_by_role("button", name="Analyze").click()
         verdict = page.locator("#verdict")

@@ -152,7 +152,7 @@ Two small models that give a probability for each of the eight RAVDESS emotions
 | model | what it is | parameters |
 |---|---|---|
 | `mel-cnn` (default) | four Conv-BN-ReLU-MaxPool-Dropout blocks (32→64→128→256 channels) over a 64-band log-mel spectrogram (per-band mean/variance normalised), mean over the speech frames, dropout MLP head | {_parameters("mel-cnn")} |
-| `mfcc-mlp` | MLP (256→128, BatchNorm, dropout) on the mean and standard deviation of 40 MFCCs, standardised with training-set statistics stored in the model | {_parameters("mfcc-mlp")} |
+| `mfcc-mlp` | an ensemble of 5 MLPs (256→128, BatchNorm, dropout; Gaussian noise on the inputs while training), each trained with its own seed, probabilities averaged; input: the mean and standard deviation of 40 MFCCs, standardised with training-set statistics stored in the model | {_parameters("mfcc-mlp")} |
 
 Input pipeline (shared by training and inference, `ser_models/features.py`): decode with soundfile, mix to
 mono, resample to 16 kHz (soxr), trim leading and trailing silence (25 dB below the loudest frame), pad or
@@ -311,11 +311,34 @@ def _plot_distribution(emotions: Counter, intensities: Counter, path: Path) -> N
     plt.close(fig)
 
 
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(cv: dict, path: Path = ROOT / "README.md") -> None:
+    """Refresh the README's headline table (between its results markers) from the same reports."""
+    rows = [
+        "| model | speaker-independent accuracy | macro-F1 | speaker-dependent accuracy, for comparison |",
+        "|---|---|---|---|",
+    ]
+    for model, report in cv.items():
+        protocols = report["protocols"]
+        independent, dependent = protocols.get("speaker-independent"), protocols.get("speaker-dependent")
+        rows.append(
+            f"| `{model}` | {pct(independent['accuracy']) if independent else 'not measured'} | "
+            f"{f1(independent['macro_f1']) if independent else 'not measured'} | "
+            f"{pct(dependent['accuracy']) if dependent else 'not measured'} |"
+        )
+    text = path.read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    path.write_text(text[:start] + "\n" + "\n".join(rows) + "\n" + text[end:])
+
+
 def main() -> None:
     cv, trained = load_reports()
     write_model_card(cv, trained)
     write_data_card()
-    print("wrote model_card.md and data_card.md")
+    update_readme(cv)
+    print("wrote model_card.md, data_card.md and the README's results table")
 
 
 if __name__ == "__main__":

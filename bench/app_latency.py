@@ -1,0 +1,108 @@
+"""App benchmark: cold start and gradio_client round-trip latency for a 4 s clip.
+
+    python bench/app_latency.py [--calls 60] [--model mel-cnn]
+
+Starts `python app.py` on a free loopback port, measures the time until the page answers
+(cold start: imports, loading both models, building the UI), then calls the /predict
+endpoint through gradio_client with a 4.0 s RAVDESS clip. Prints the figures and writes
+reports/bench_app.json. Loopback only; the number of calls is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ser_models.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from train.data import data_dir  # noqa: E402
+
+
+def four_second_clip(folder: Path) -> Path:
+    """A real RAVDESS clip cut (or padded with its own silence) to exactly 4.0 s, as 16-bit WAV."""
+    source = folder / "Actor_01" / "03-01-05-02-01-01-01.flac"
+    audio = load_audio(source)
+    audio = np.pad(audio, (0, max(0, 4 * SAMPLE_RATE - audio.size)))[: 4 * SAMPLE_RATE]
+    path = Path(tempfile.mkdtemp()) / "clip_4s.wav"
+    sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
+    return path
+
+
+def start_app() -> tuple[subprocess.Popen, str, float]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}/"
+    while time.perf_counter() - started < 120:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return process, url, time.perf_counter() - started
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit("the app did not start within 120 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--model", default="mel-cnn")
+    args = parser.parse_args()
+
+    from gradio_client import Client, handle_file
+
+    clip = four_second_clip(data_dir())
+    process, url, cold_start = start_app()
+    try:
+        client = Client(url, verbose=False)
+        for _ in range(args.warmup):
+            client.predict(handle_file(str(clip)), args.model, "angry", api_name="/predict")
+        latencies = []
+        for _ in range(args.calls):
+            started = time.perf_counter()
+            client.predict(handle_file(str(clip)), args.model, "angry", api_name="/predict")
+            latencies.append(time.perf_counter() - started)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    ms = np.asarray(latencies) * 1000
+    result = {
+        "command": "python bench/app_latency.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "model": args.model,
+        "clip_seconds": 4.0,
+        "calls": args.calls,
+        "cold_start_s": round(cold_start, 2),
+        "round_trip_ms": {
+            "p50": round(float(np.percentile(ms, 50)), 1),
+            "p95": round(float(np.percentile(ms, 95)), 1),
+            "mean": round(float(ms.mean()), 1),
+        },
+    }
+    print(json.dumps(result, indent=2))
+    (ROOT / "reports").mkdir(exist_ok=True)
+    (ROOT / "reports" / "bench_app.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
