@@ -181,9 +181,10 @@ def main(argv: list[str] | None = None) -> dict:
             f"{args.model} {protocol}: accuracy {result['accuracy']['mean']:.1%} ± {result['accuracy']['std']:.1%}, "
             f"macro-F1 {result['macro_f1']['mean']:.3f} ± {result['macro_f1']['std']:.3f}"
         )
-    report["seconds"] = round(time.perf_counter() - started, 1)
-    args.reports.mkdir(parents=True, exist_ok=True)
-    (args.reports / f"cv_{args.model}.json").write_text(json.dumps(report, indent=2) + "\n")
+        # Written after every protocol, so a long run that is stopped keeps what it finished.
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        args.reports.mkdir(parents=True, exist_ok=True)
+        (args.reports / f"cv_{args.model}.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
