@@ -190,7 +190,7 @@ fold-to-fold spread (the ± above) is far larger than that.
 ## Intended use and limits
 
 - A demo and a baseline for research and teaching. Not for decisions about people: emotion recognition
-  from voice is unreliable, and these models are right about half the time on unseen voices.
+  from voice is unreliable, and on voices they never heard these models are wrong on 4 to 6 clips in 10.
 - Trained on **acted** emotions by 20 North American actors (10 women, 10 men) reading two fixed sentences
   in a studio. Spontaneous speech, other languages, accents, children, noisy rooms and phone microphones
   are all out of distribution and will be worse.
