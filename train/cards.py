@@ -64,8 +64,11 @@ def model_index(cv: dict) -> str:
             "    metrics:",
             f"    - {{type: accuracy, value: {result['accuracy']['mean']:.4f}, name: Accuracy (speaker-independent)}}",
             f"    - {{type: f1, value: {result['macro_f1']['mean']:.4f}, name: Macro-F1 (speaker-independent)}}",
-            f"    - {{type: recall, value: {result['uar']['mean']:.4f}, name: Unweighted average recall (speaker-independent)}}",
         ]
+        if "uar" in result:
+            lines.append(
+                f"    - {{type: recall, value: {result['uar']['mean']:.4f}, name: Unweighted average recall (speaker-independent)}}"
+            )
     return "\n".join(lines)
 
 
@@ -76,10 +79,10 @@ def results_table(cv: dict) -> str:
     ]
     for model, report in cv.items():
         for protocol, result in report["protocols"].items():
-            chance = result["chance"]
+            chance = result.get("chance", {"uniform": 1 / len(EMOTIONS), "proportional": float("nan")})
             rows.append(
                 f"| {model} | {protocol} | {pct(result['accuracy'])} | {f1(result['macro_f1'])} | "
-                f"{pct(result['uar'])} | {chance['uniform']:.1%} / {chance['proportional']:.1%} |"
+                f"{pct(result['uar']) if 'uar' in result else 'n/a'} | {chance['uniform']:.1%} / {chance['proportional']:.1%} |"
             )
     return "\n".join(rows)
 
@@ -88,7 +91,7 @@ def recall_table(cv: dict) -> str:
     rows = ["| model | " + " | ".join(EMOTIONS) + " |", "|---|" + "---|" * len(EMOTIONS)]
     for model, report in cv.items():
         result = report["protocols"].get("speaker-independent")
-        if result:
+        if result and "per_class_recall" in result:
             rows.append(f"| {model} | " + " | ".join(f"{result['per_class_recall'][e]:.0%}" for e in EMOTIONS) + " |")
     return "\n".join(rows)
 
