@@ -12,11 +12,20 @@ import os
 import gradio as gr
 
 from ser_models import DEFAULT_MODEL, EMOTIONS, MODEL_DESCRIPTIONS, STATEMENTS, AudioError
-from ser_models.demo import TIPS, analyze, load_recognizers, spectrogram_image
+from ser_models.demo import (
+    TIPS,
+    analyze,
+    last_reading,
+    load_recognizers,
+    open_feedback_store,
+    spectrogram_image,
+    submit_feedback,
+)
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 RECOGNIZERS = load_recognizers()  # once, at start-up
+FEEDBACK = open_feedback_store()
 MODEL_CHOICES = [(f"{name}: {MODEL_DESCRIPTIONS[name]}", name) for name in RECOGNIZERS]
 CSS = """
 #sentence, #sentence p { font-size: 2rem; line-height: 1.3; font-weight: 600; text-align: center; }
@@ -41,14 +50,23 @@ def predict(audio: str | None, model: str, target: str | None):
         reading.verdict,
         spectrogram_image(reading.analysis.speech.audio),
         reading.details,
+        last_reading(audio, model, reading),
     )
 
 
-with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)") as demo:
+def feedback(last: dict | None, true_label: str | None, consent: bool, sentence: str | None) -> str:
+    """Store which emotion was meant, with the clip, only if the consent box is ticked."""
+    return submit_feedback(FEEDBACK, last, true_label, consent, sentence)
+
+
+# Gradio keeps uploads in its cache; clear them after two hours so that clips are not kept around.
+with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)", delete_cache=(3600, 7200)) as demo:
+    last = gr.State(None)  # the analysis the feedback refers to, per browser session
     gr.Markdown(
         "# 🎭 Speech emotion recognition\n"
         "Act one of eight emotions while reading a sentence from the RAVDESS corpus, and see which emotion "
-        "a model trained on 20 RAVDESS actors hears. Audio is analysed on the server and not stored."
+        "a model trained on 20 RAVDESS actors hears. Audio is analysed on the server and not stored, "
+        "unless you choose to donate it below."
     )
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
@@ -70,11 +88,23 @@ with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)") as demo:
             verdict = gr.Markdown(elem_id="verdict")
             spectrogram = gr.Image(label="Log-mel spectrogram of the speech the model analysed", interactive=False)
             details = gr.Markdown()
+    with gr.Accordion("Was the model right? Help it improve", open=False):
+        with gr.Row():
+            true_label = gr.Dropdown(list(EMOTIONS), value="happy", label="The emotion you meant")
+            consent = gr.Checkbox(
+                value=False,
+                label="I donate this recording and my label to train future models. "
+                "They may be published in a public Hub dataset.",
+            )
+            send = gr.Button("Send feedback")
+        feedback_status = gr.Markdown()
 
     sentence.change(sentence_markdown, sentence, sentence_display, api_name=False)
+    target.change(lambda emotion: emotion, target, true_label, api_name=False)
     analyze_button.click(
-        predict, [audio, model, target], [probabilities, verdict, spectrogram, details], api_name="predict"
+        predict, [audio, model, target], [probabilities, verdict, spectrogram, details, last], api_name="predict"
     )
+    send.click(feedback, [last, true_label, consent, sentence], feedback_status, api_name="feedback")
     gr.Markdown(
         "Accuracy on speakers the models never heard is in `model_card.md`. Training data: RAVDESS "
         "(Livingstone & Russo, 2018), CC BY-NC-SA 4.0, so the models are for non-commercial use only."

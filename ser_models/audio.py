@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -20,7 +21,9 @@ SAMPLE_RATE = 16_000
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
 MAX_CHANNELS = 32
-MAX_SECONDS = 60.0  # longer recordings are refused, not silently cut
+MAX_SECONDS_ENV = "SER_MAX_SECONDS"
+# Longer recordings are refused, not silently cut; a deployment may raise the limit.
+MAX_SECONDS = float(os.environ.get(MAX_SECONDS_ENV, "60"))
 MAX_FILE_BYTES = 200 * 1024 * 1024
 
 
@@ -30,6 +33,10 @@ class AudioError(ValueError):
 
 class UnreadableAudioError(AudioError):
     """The file is missing, corrupt, truncated or not audio at all."""
+
+
+class TruncatedAudioError(UnreadableAudioError):
+    """The file ends before the length its header promises: an upload or copy was cut off."""
 
 
 class EmptyAudioError(AudioError):
@@ -78,12 +85,21 @@ def load_audio(source: str | os.PathLike | bytes, max_seconds: float = MAX_SECON
             if f.frames > 0 and f.frames / sample_rate > max_seconds:
                 raise TooLongError(_too_long_message(f.frames / sample_rate, max_seconds))
             samples = f.read(dtype="float32", always_2d=True)
+            promised = _promised_frames(f)
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        reason = re.sub(r"^Error opening .*?: ", "", str(error))  # drop the file-object repr libsndfile adds
         raise UnreadableAudioError(
-            f"{name} could not be decoded as audio ({error}). Supported formats: WAV, FLAC, OGG/Vorbis, MP3."
+            f"{name} could not be decoded as audio ({reason}). Supported formats: WAV, FLAC, OGG/Vorbis, MP3."
         ) from None
+    # MP3 headers only estimate the length, so a little slack; a cut-off file misses far more.
+    missing = promised - len(samples)
+    if missing > max(0.01 * promised, 0.05 * sample_rate):
+        raise TruncatedAudioError(
+            f"{name} is truncated: its header promises {promised / sample_rate:.2f} s but only "
+            f"{len(samples) / sample_rate:.2f} s are there. The upload or copy was probably cut off; try again."
+        )
     return to_mono_16k(samples, sample_rate, max_seconds=max_seconds)
 
 
@@ -126,6 +142,16 @@ def to_mono_16k(waveform: np.ndarray, sample_rate: int, max_seconds: float = MAX
     if sample_rate != SAMPLE_RATE:
         samples = soxr.resample(samples, sample_rate, SAMPLE_RATE, quality="HQ")
     return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def _promised_frames(f: sf.SoundFile) -> int:
+    """The length the header declares. For WAV libsndfile quietly shortens ``frames`` to what is
+    there, and only its header dump keeps the declared data size ("data : 96000 (should be 47978)")."""
+    declared = re.search(r"^data\s*:\s*(\d+) \(should be (\d+)\)", f.extra_info, re.MULTILINE)
+    # Streaming writers leave 0 or 0xFFFFFFFF for "unknown"; those are not truncation.
+    if declared and int(declared[2]) < int(declared[1]) < 0xFFFF0000:
+        return f.frames * int(declared[1]) // max(int(declared[2]), 1)
+    return f.frames
 
 
 def _as_float32(waveform: np.ndarray) -> np.ndarray:

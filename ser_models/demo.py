@@ -12,6 +12,14 @@ import torch
 
 from . import features
 from .audio import AudioError, load_audio
+from .feedback import (
+    DEFAULT_FEEDBACK_DIR,
+    FEEDBACK_DIR_ENV,
+    FEEDBACK_REPO_ENV,
+    FeedbackError,
+    FeedbackStore,
+    sync_to_hub,
+)
 from .inference import MODEL_DESCRIPTIONS, WEIGHTS_DIR, Analysis, EmotionRecognizer
 from .labels import EMOTIONS
 from .models import ModelLoadError
@@ -88,6 +96,57 @@ class Reading:
             )
         lines += [f"⚠️ {warning}" for warning in self.analysis.warnings]
         return "\n\n".join(lines)
+
+
+def open_feedback_store(environ: Mapping[str, str] = os.environ) -> FeedbackStore:
+    """The folder consented feedback goes to ($SER_FEEDBACK_DIR, default ./feedback), pushed to the
+    Hub dataset $SER_FEEDBACK_REPO when one is configured."""
+    store = FeedbackStore(environ.get(FEEDBACK_DIR_ENV, "").strip() or DEFAULT_FEEDBACK_DIR)
+    repo_id = environ.get(FEEDBACK_REPO_ENV, "").strip()
+    if repo_id:
+        sync_to_hub(store, repo_id)
+    return store
+
+
+def last_reading(audio: str | None, model: str, reading: Reading) -> dict:
+    """What a later feedback submission needs to know about the analysis the user saw."""
+    return {
+        "audio": audio,
+        "model": model,
+        "target": reading.target,
+        "prediction": reading.analysis.label,
+        "probabilities": reading.analysis.probabilities,
+    }
+
+
+def submit_feedback(
+    store: FeedbackStore, last: dict | None, true_label: str | None, consent: bool, sentence: str | None
+) -> str:
+    """Store the user's label and clip, only with consent; return the message the page shows."""
+    if not last:
+        return "Analyze a recording first, then say which emotion you meant."
+    if not consent:
+        return "Nothing was stored. Tick the consent box if you want to donate this recording and your label."
+    if true_label not in EMOTIONS:
+        return "Choose the emotion you meant first."
+    try:
+        samples = load_audio(last["audio"])
+        record = store.save(
+            samples,
+            consent=True,
+            true_label=true_label,
+            target=last["target"],
+            prediction=last["prediction"],
+            model=last["model"],
+            probabilities=last["probabilities"],
+            sentence=sentence,
+        )
+    except (AudioError, FeedbackError) as error:
+        return f"Not stored: {error}."
+    except OSError as error:  # disk full, folder removed: the user should not see a crash
+        log.error("could not store feedback in %s: %s", store.folder, error)
+        return "Not stored: the server could not save it right now. Please try again later."
+    return f"Thank you! Your recording was stored as **{record.true_label}** (record `{record.id[:8]}`)."
 
 
 def read_input(audio: str | tuple[int, np.ndarray] | None) -> tuple[np.ndarray, int]:

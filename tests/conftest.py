@@ -44,9 +44,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server_url():
+def app_feedback_dir(tmp_path_factory) -> Path:
+    """Where the app started by ``server_url`` stores consented feedback."""
+    return tmp_path_factory.mktemp("feedback")
+
+
+@pytest.fixture(scope="session")
+def server_url(app_feedback_dir: Path):
     port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "SER_FEEDBACK_DIR": str(app_feedback_dir),
+    }
     process = subprocess.Popen(
         [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

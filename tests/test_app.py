@@ -81,3 +81,36 @@ def test_gradio_client_gets_a_clear_message_for_a_non_audio_file(server_url, tmp
     client = Client(server_url, verbose=False)
     with pytest.raises(Exception, match="could not be decoded as audio"):
         client.predict(handle_file(str(fake)), "mel-cnn", "angry", api_name="/predict")
+
+
+@pytest.mark.slow
+def test_feedback_through_the_api_is_stored_only_with_consent(server_url, angry_clip, app_feedback_dir):
+    from gradio_client import Client, handle_file
+
+    from ser_models.feedback import FeedbackStore
+
+    client = Client(server_url, verbose=False)  # one client is one browser session
+    assert "Analyze a recording first" in client.predict("angry", True, None, api_name="/feedback")
+    client.predict(handle_file(str(angry_clip)), "mel-cnn", "angry", api_name="/predict")
+    before = FeedbackStore(app_feedback_dir).records()
+    message = client.predict("angry", False, "Kids are talking by the door", api_name="/feedback")
+    assert "Nothing was stored" in message
+    assert FeedbackStore(app_feedback_dir).records() == before
+    message = client.predict("sad", True, "Kids are talking by the door", api_name="/feedback")
+    assert "Thank you" in message
+    (record,) = [r for r in FeedbackStore(app_feedback_dir).records() if r not in before]
+    assert (record.true_label, record.target, record.model) == ("sad", "angry", "mel-cnn")
+    assert abs(sum(record.probabilities.values()) - 1) < 1e-6 and record.prediction in EMOTIONS
+
+
+@pytest.mark.slow
+def test_server_refuses_uploads_over_the_size_limit(server_url):
+    import httpx
+
+    too_big = bytes(21 * 2**20)  # the app's limit is 20 MB; the server itself must refuse, not just the client
+    response = httpx.post(
+        f"{server_url}gradio_api/upload", files={"files": ("big.wav", too_big, "audio/wav")}, timeout=60
+    )
+    assert response.status_code == 413, response.text[:200]
+    small = httpx.post(f"{server_url}gradio_api/upload", files={"files": ("ok.wav", bytes(1000), "audio/wav")})
+    assert small.status_code == 200

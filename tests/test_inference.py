@@ -1,4 +1,8 @@
+import io
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +16,7 @@ from ser_models import (
     SilentAudioError,
     TooLongError,
     TooShortError,
+    TruncatedAudioError,
     UnreadableAudioError,
     UnsupportedAudioError,
     load_audio,
@@ -103,3 +108,43 @@ def test_files_that_are_not_audio(tmp_path):
         load_audio(tmp_path / "missing.wav")
     with pytest.raises(UnreadableAudioError):
         load_audio(b"\x00" * 100)
+
+
+def encoded(fmt: str, seconds: float = 3.0) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.3 * np.sin(np.arange(int(seconds * 16000)) / 7), 16000, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "MP3"])
+def test_cut_off_file_is_reported_as_truncated(fmt, tmp_path):
+    whole = encoded(fmt)
+    assert load_audio(whole).size == 48000
+    path = tmp_path / f"cut.{fmt.lower()}"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(TruncatedAudioError, match="truncated: its header promises 3.00 s"):
+        load_audio(path)
+
+
+@pytest.mark.parametrize("fmt", ["FLAC", "OGG"])
+def test_corrupt_compressed_file_is_unreadable_with_a_clean_message(fmt):
+    whole = encoded(fmt)
+    with pytest.raises(UnreadableAudioError, match="could not be decoded") as caught:
+        load_audio(whole[: len(whole) // 2])
+    assert "BytesIO" not in str(caught.value)  # no Python object reprs in a message for users
+
+
+def test_length_limit_is_configurable(tmp_path):
+    path = tmp_path / "long.wav"
+    sf.write(path, 0.1 * np.sin(np.arange(16000 * 70) / 9), 16000)
+    with pytest.raises(TooLongError, match="limit is 60 s"):
+        load_audio(path)
+    script = "import sys; from ser_models import load_audio; print(load_audio(sys.argv[1]).size)"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        env={**os.environ, "SER_MAX_SECONDS": "120"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == str(16000 * 70)

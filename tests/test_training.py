@@ -4,13 +4,24 @@ import json
 
 import pytest
 
-from ser_models import EMOTIONS, EmotionRecognizer
+from ser_models import EMOTIONS, EmotionRecognizer, load_audio
+from ser_models.feedback import FeedbackStore
 from train import crossval, run
 
 
 @pytest.mark.slow
 def test_train_a_model_and_use_it(ravdess_dir, tmp_path, sample_clips):
     output = tmp_path / "model"
+    store = FeedbackStore(tmp_path / "feedback")  # two donated clips join the training rows
+    for clip, label in zip(sample_clips[:2], ("sad", "happy"), strict=True):
+        store.save(
+            load_audio(clip),
+            consent=True,
+            true_label=label,
+            prediction="calm",
+            model="mel-cnn",
+            probabilities=dict.fromkeys(EMOTIONS, 1 / 8),
+        )
     report = run.main(
         "mel-cnn",
         [
@@ -26,8 +37,11 @@ def test_train_a_model_and_use_it(ravdess_dir, tmp_path, sample_clips):
             "--reports",
             str(tmp_path),
             "--no-progress",
+            "--feedback",
+            str(store.folder),
         ],
     )
+    assert report["feedback_clips"] == 2
     assert report["validation_actors"] and not set(report["validation_actors"]) & set(report["train_actors"])
     assert len(report["history"]) == 2
     probabilities = EmotionRecognizer.from_pretrained(output).predict_file(sample_clips[0])

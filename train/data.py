@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, Features, Value
 
-from ser_models import features
+from ser_models import features, feedback
 from ser_models.audio import load_audio
 from ser_models.labels import EMOTIONS, GENDERS, INTENSITIES, STATEMENTS, RavdessNameError, parse_ravdess_name
 
@@ -114,6 +114,24 @@ def _check_names(paths: Iterable[str], where: str = "") -> None:
     if bad:
         shown = "\n  ".join(bad[:20]) + (f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else "")
         raise RavdessNameError(f"{len(bad)} file(s) {('in ' + where + ' ') if where else ''}do not parse:\n  {shown}")
+
+
+def load_feedback(folder: str | os.PathLike) -> Dataset:
+    """Consented user feedback (see ``ser_models.feedback``) as rows with ``audio`` and ``emotion``.
+
+    The user's own label is the emotion; there is no actor, so feedback can join training
+    data but never a speaker-independent test fold.
+    """
+    folder = Path(folder)
+    metadata = sorted(folder.glob(f"{feedback.RECORDS}/*/{feedback.METADATA_NAME}"))
+    if not metadata:
+        raise FileNotFoundError(f"no feedback records under {folder / feedback.RECORDS}")
+    rows = datasets.load_dataset("json", data_files=[str(m) for m in metadata], split="train")
+    paths = [str(m.parent / name) for m, name in zip(metadata, rows["file_name"], strict=True)]
+    return Dataset.from_dict(
+        {"audio": [{"bytes": None, "path": p} for p in paths], "emotion": rows["true_label"]},
+        features=Features({"audio": FEATURES["audio"], "emotion": FEATURES["emotion"]}),
+    )
 
 
 def decode(audio: dict) -> np.ndarray:

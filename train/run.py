@@ -17,6 +17,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ser_models.inference import WEIGHTS_DIR
 from train import data, splits
@@ -31,6 +32,9 @@ def main(model_type: str, argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", type=Path, default=WEIGHTS_DIR / model_type, help="where to save the model")
     parser.add_argument("--epochs", type=int, default=None, help="override the model's default epoch count")
     parser.add_argument("--reports", type=Path, default=REPORTS_DIR)
+    parser.add_argument(
+        "--feedback", type=Path, default=None, help="also train on consented user feedback in this folder"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
@@ -43,9 +47,16 @@ def main(model_type: str, argv: list[str] | None = None) -> dict:
     validation_actors = splits.validation_pair(splits.actor_folds(actors)[0])
     is_validation = np.isin(actor_of_row, validation_actors)
     train_rows, validation_rows = np.flatnonzero(~is_validation), np.flatnonzero(is_validation)
+    train_set = (log_mel[train_rows], lengths[train_rows], labels[train_rows])
+    feedback_rows = 0
+    if args.feedback:
+        # Feedback only ever adds training rows: its speakers are unknown, so it cannot validate.
+        extra = data.tensors(data.with_log_mel(data.load_feedback(args.feedback)))
+        train_set = tuple(torch.cat([ours, theirs]) for ours, theirs in zip(train_set, extra, strict=True))
+        feedback_rows = len(extra[2])
     result = train_model(
         model_type,
-        (log_mel[train_rows], lengths[train_rows], labels[train_rows]),
+        train_set,
         (log_mel[validation_rows], lengths[validation_rows], labels[validation_rows]),
         config,
         progress=not args.no_progress,
@@ -58,6 +69,7 @@ def main(model_type: str, argv: list[str] | None = None) -> dict:
         "device": device_name(),
         "train_actors": sorted(set(actors) - set(validation_actors)),
         "validation_actors": validation_actors,
+        "feedback_clips": feedback_rows,
         "best_epoch": result.best_epoch,
         "validation_macro_f1": result.best_validation_f1,
         "train_seconds": round(result.seconds, 1),

@@ -1,0 +1,220 @@
+"""User feedback: the emotion that was meant, and the clip itself, stored only with explicit consent.
+
+Each record is one folder, ``records/<time>-<id>/`` holding ``clip.flac`` (16 kHz mono) and
+``metadata.jsonl`` (one line). It is built in ``.partial/`` and moved into ``records/`` with a
+single ``rename``, after every byte has been fsynced: a reader, an upload or a crash sees a
+whole record or none. ``datasets`` loads the folder with
+``load_dataset("json", data_files="records/*/metadata.jsonl")`` (see ``train.data.load_feedback``).
+
+When a Hub dataset repo is configured, ``huggingface_hub.CommitScheduler`` pushes new records
+every few minutes; ``.partial/`` is never uploaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .audio import MAX_SECONDS, SAMPLE_RATE
+from .labels import EMOTIONS, STATEMENTS
+
+log = logging.getLogger("ser_models.feedback")
+
+FEEDBACK_DIR_ENV = "SER_FEEDBACK_DIR"
+FEEDBACK_REPO_ENV = "SER_FEEDBACK_REPO"
+DEFAULT_FEEDBACK_DIR = Path("feedback")
+RECORDS = "records"
+PARTIAL = ".partial"
+CLIP_NAME = "clip.flac"
+METADATA_NAME = "metadata.jsonl"
+PUSH_EVERY_MINUTES = 10
+STALE_PARTIAL_SECONDS = 600  # a write in progress never takes this long; older leftovers are from a crash
+
+
+class FeedbackError(ValueError):
+    """Feedback that cannot be stored; the message is written for the end user."""
+
+
+class ConsentRequiredError(FeedbackError):
+    """The user did not tick the consent box, so nothing may be written."""
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """One donated clip with what the user says it expresses and what the model said."""
+
+    id: str
+    timestamp: str
+    true_label: str
+    target: str | None
+    prediction: str
+    model: str
+    probabilities: dict[str, float]
+    sentence: str | None
+    seconds: float
+    file_name: str = CLIP_NAME
+
+
+class FeedbackStore:
+    """An append-only folder of consented feedback records, safe for concurrent writers.
+
+    >>> store = FeedbackStore("feedback")
+    >>> store.save(samples, consent=True, true_label="sad", prediction="calm", model="mel-cnn",
+    ...            probabilities=probabilities)  # doctest: +SKIP
+    """
+
+    def __init__(self, folder: str | os.PathLike, max_seconds: float = MAX_SECONDS) -> None:
+        self.folder = Path(folder)
+        self.max_seconds = max_seconds
+        # The uploader's lock when syncing to the Hub, so that a scan never runs mid-move.
+        self.lock: threading.Lock | None = None
+        (self.folder / RECORDS).mkdir(parents=True, exist_ok=True)
+        (self.folder / PARTIAL).mkdir(exist_ok=True)
+        self.discard_stale_partials()
+
+    def save(
+        self,
+        samples: np.ndarray,
+        *,
+        consent: bool,
+        true_label: str,
+        prediction: str,
+        model: str,
+        probabilities: Mapping[str, float],
+        target: str | None = None,
+        sentence: str | None = None,
+    ) -> FeedbackRecord:
+        """Store one clip (16 kHz mono float samples) and its labels; without consent, write nothing."""
+        if consent is not True:
+            raise ConsentRequiredError("nothing was stored: tick the consent box to donate this recording")
+        samples = self._checked_samples(samples)
+        for name, label in (("true label", true_label), ("prediction", prediction), ("target", target)):
+            if label is not None and label not in EMOTIONS:
+                raise FeedbackError(f"{name} {label!r} is not one of {', '.join(EMOTIONS)}")
+        if sentence is not None and sentence not in STATEMENTS:
+            raise FeedbackError(f"sentence {sentence!r} is not one of the RAVDESS sentences")
+        if set(probabilities) != set(EMOTIONS) or not all(math.isfinite(p) for p in probabilities.values()):
+            raise FeedbackError("probabilities must give a finite value for each of the eight emotions")
+
+        now = datetime.now(timezone.utc)
+        record = FeedbackRecord(
+            id=uuid.uuid4().hex,
+            timestamp=now.isoformat(timespec="milliseconds"),
+            true_label=true_label,
+            target=target,
+            prediction=prediction,
+            model=model,
+            probabilities={label: float(probabilities[label]) for label in EMOTIONS},
+            sentence=sentence,
+            seconds=round(samples.size / SAMPLE_RATE, 3),
+        )
+        name = f"{now:%Y%m%dT%H%M%S%f}-{record.id}"
+        staging = self.folder / PARTIAL / name
+        staging.mkdir()
+        try:
+            with open(staging / CLIP_NAME, "wb") as file:
+                sf.write(file, samples, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+                _flush(file)
+            with open(staging / METADATA_NAME, "w", encoding="utf-8") as file:
+                file.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+                _flush(file)
+            _fsync_dir(staging)
+            with self.lock or nullcontext():
+                os.rename(staging, self.folder / RECORDS / name)  # the one step that makes the record exist
+            _fsync_dir(self.folder / RECORDS)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return record
+
+    def records(self) -> list[FeedbackRecord]:
+        """Every stored record, oldest first."""
+        found = []
+        for metadata in sorted((self.folder / RECORDS).glob(f"*/{METADATA_NAME}")):
+            found.append(FeedbackRecord(**json.loads(metadata.read_text(encoding="utf-8"))))
+        return found
+
+    def clip_path(self, record: FeedbackRecord) -> Path:
+        (match,) = (self.folder / RECORDS).glob(f"*-{record.id}")
+        return match / record.file_name
+
+    def discard_stale_partials(self, older_than: float = STALE_PARTIAL_SECONDS) -> int:
+        """Remove records a killed process left half-written; fresh ones may still be in progress."""
+        removed = 0
+        for leftover in (self.folder / PARTIAL).iterdir():
+            if time.time() - leftover.stat().st_mtime > older_than:
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink()
+                removed += 1
+        if removed:
+            log.info("removed %d unfinished feedback record(s) from %s", removed, self.folder / PARTIAL)
+        return removed
+
+    def _checked_samples(self, samples: np.ndarray) -> np.ndarray:
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim != 1 or samples.size == 0:
+            raise FeedbackError("the clip must be non-empty mono audio")
+        if samples.size / SAMPLE_RATE > self.max_seconds:
+            raise FeedbackError(
+                f"the clip is {samples.size / SAMPLE_RATE:.1f} s long; the limit is {self.max_seconds:.0f} s"
+            )
+        if not np.isfinite(samples).all():
+            raise FeedbackError("the clip contains NaN or infinite samples")
+        return np.clip(samples, -1.0, 1.0)
+
+
+def sync_to_hub(
+    store: FeedbackStore, repo_id: str, every_minutes: float = PUSH_EVERY_MINUTES, hf_api=None, private: bool = True
+):
+    """Push the store's records to a Hub dataset repo every few minutes with ``CommitScheduler``.
+
+    Returns the scheduler, or None (with one logged line) when the repo cannot be reached:
+    feedback then stays in the local folder only.
+    """
+    from huggingface_hub import CommitScheduler
+
+    try:
+        scheduler = CommitScheduler(
+            repo_id=repo_id,
+            repo_type="dataset",
+            folder_path=store.folder,
+            every=every_minutes,
+            private=private,
+            ignore_patterns=[f"{PARTIAL}/**", f"{PARTIAL}/*"],
+            hf_api=hf_api,
+        )
+    except Exception as error:  # offline, no token, no permission: say so, keep the local copy
+        log.warning("feedback will stay in %s only: could not reach Hub dataset %s (%s)", store.folder, repo_id, error)
+        return None
+    store.lock = scheduler.lock
+    log.info("feedback in %s is pushed to Hub dataset %s every %s min", store.folder, repo_id, every_minutes)
+    return scheduler
+
+
+def _flush(file) -> None:
+    file.flush()
+    os.fsync(file.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

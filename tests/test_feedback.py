@@ -1,0 +1,253 @@
+"""Feedback is stored whole or not at all, only with consent, and loads back through ``datasets``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ser_models import EMOTIONS
+from ser_models.feedback import (
+    PARTIAL,
+    RECORDS,
+    ConsentRequiredError,
+    FeedbackError,
+    FeedbackStore,
+    sync_to_hub,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBABILITIES = {label: 1 / len(EMOTIONS) for label in EMOTIONS}
+
+
+def tone(seconds: float = 1.5, frequency: float = 220.0) -> np.ndarray:
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+
+
+def save(store: FeedbackStore, samples: np.ndarray | None = None, **overrides):
+    arguments = {
+        "consent": True,
+        "true_label": "sad",
+        "prediction": "calm",
+        "model": "mel-cnn",
+        "probabilities": PROBABILITIES,
+        "target": "sad",
+        "sentence": "Dogs are sitting by the door",
+    }
+    return store.save(tone() if samples is None else samples, **{**arguments, **overrides})
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("consent", [False, None, "yes", 1])
+def test_without_consent_nothing_is_written(tmp_path, consent):
+    store = FeedbackStore(tmp_path)
+    with pytest.raises(ConsentRequiredError, match="nothing was stored"):
+        save(store, consent=consent)
+    assert files_under(tmp_path) == []
+
+
+def test_a_record_holds_the_clip_and_everything_said_about_it(tmp_path):
+    store = FeedbackStore(tmp_path)
+    samples = tone(2.0)
+    record = save(store, samples, true_label="happy", prediction="surprised", target="happy")
+    (stored,) = store.records()
+    assert stored == record
+    assert (stored.true_label, stored.prediction, stored.target, stored.model) == (
+        "happy",
+        "surprised",
+        "happy",
+        "mel-cnn",
+    )
+    assert stored.probabilities == PROBABILITIES and stored.seconds == 2.0
+    assert stored.timestamp.endswith("+00:00")
+    clip, rate = sf.read(store.clip_path(stored), dtype="float32")
+    assert rate == 16000 and np.allclose(clip, samples, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"samples": tone(61)}, "limit is 60 s"),
+        ({"samples": np.zeros(0, np.float32)}, "non-empty"),
+        ({"samples": np.full(16000, np.nan, np.float32)}, "NaN"),
+        ({"true_label": "bored"}, "not one of"),
+        ({"prediction": "bored"}, "not one of"),
+        ({"sentence": "Something else"}, "not one of the RAVDESS sentences"),
+        ({"probabilities": {"sad": 1.0}}, "each of the eight"),
+    ],
+)
+def test_invalid_feedback_is_refused_and_leaves_nothing(tmp_path, overrides, message):
+    store = FeedbackStore(tmp_path)
+    samples = overrides.pop("samples", None)
+    with pytest.raises(FeedbackError, match=message):
+        save(store, samples, **overrides)
+    assert files_under(tmp_path) == []
+
+
+def test_fifty_concurrent_submissions_give_fifty_complete_records(tmp_path):
+    store = FeedbackStore(tmp_path)
+    labels = [EMOTIONS[i % len(EMOTIONS)] for i in range(50)]
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        futures = [
+            pool.submit(save, store, tone(1.0 + i / 50, 100 + 10 * i), true_label=label)
+            for i, label in enumerate(labels)
+        ]
+        records = [future.result() for future in futures]
+    stored = store.records()
+    assert len(stored) == 50 and len({r.id for r in stored}) == 50
+    assert sorted(r.true_label for r in stored) == sorted(labels)
+    for record in stored:
+        clip, rate = sf.read(store.clip_path(record), dtype="float32")
+        assert rate == 16000 and abs(clip.size / 16000 - record.seconds) < 0.001
+    assert {r.id for r in records} == {r.id for r in stored}
+    assert list((tmp_path / PARTIAL).iterdir()) == []
+
+
+WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    import numpy as np
+    from ser_models import EMOTIONS, feedback
+
+    folder, stop_at, ready = sys.argv[1], sys.argv[2], sys.argv[3]
+    real = {"clip": feedback._flush, "rename": os.rename}
+    calls = []
+
+    def hang(*args):  # stand in for a process killed at this exact point
+        open(ready, "w").close()
+        time.sleep(600)
+
+    def flush_then_maybe_hang(file):
+        calls.append(file)
+        if stop_at == "clip" and len(calls) == 1:
+            file.flush()  # half the record is on disk, unsynced
+            hang()
+        if stop_at == "metadata" and len(calls) == 2:
+            hang()
+        real["clip"](file)
+
+    feedback._flush = flush_then_maybe_hang
+    if stop_at == "rename":
+        feedback.os.rename = hang
+    store = feedback.FeedbackStore(folder)
+    store.save(np.sin(np.arange(16000) / 9).astype("float32") * 0.3, consent=True, true_label="sad",
+               prediction="sad", model="mel-cnn", probabilities={e: 1 / 8 for e in EMOTIONS})
+    """
+)
+
+
+@pytest.mark.parametrize("stop_at", ["clip", "metadata", "rename"])
+def test_a_killed_write_leaves_no_partial_record(tmp_path, stop_at):
+    folder, ready = tmp_path / "feedback", tmp_path / "ready"
+    save(FeedbackStore(folder))  # an earlier record that must survive untouched
+    process = subprocess.Popen([sys.executable, "-c", WRITER, str(folder), stop_at, str(ready)], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "writer never reached the kill point"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+    store = FeedbackStore(folder)
+    assert len(store.records()) == 1
+    assert len(list((folder / RECORDS).iterdir())) == 1
+    assert len(list((folder / PARTIAL).iterdir())) == 1  # the leftover, out of sight of readers and uploads
+    assert store.discard_stale_partials(older_than=0) == 1
+    save(store)
+    assert len(store.records()) == 2
+
+
+class FakeHub:
+    """Stands in for ``HfApi`` (no network): records what the scheduler would commit."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.commits: list[list[str]] = []
+
+    def create_repo(self, repo_id, private=None, repo_type=None, exist_ok=False):
+        if self.fail:
+            raise OSError("offline")
+        assert repo_type == "dataset" and exist_ok
+        return SimpleNamespace(repo_id=repo_id)
+
+    def run_as_future(self, function) -> Future:
+        future = Future()
+        future.set_result(function())
+        return future
+
+    def create_commit(self, repo_id, repo_type, operations, commit_message, revision=None):
+        self.commits.append(sorted(op.path_in_repo for op in operations))
+
+
+def test_records_are_pushed_to_a_hub_dataset_without_partials(tmp_path):
+    store = FeedbackStore(tmp_path)
+    hub = FakeHub()
+    scheduler = sync_to_hub(store, "someone/ser-feedback", every_minutes=60, hf_api=hub)
+    try:
+        assert store.lock is scheduler.lock
+        record = save(store)
+        (tmp_path / PARTIAL / "in-progress").mkdir()
+        (tmp_path / PARTIAL / "in-progress" / "clip.flac").write_bytes(b"half")
+        scheduler.trigger().result()
+        uploaded = hub.commits[-1]
+        assert len(uploaded) == 2 and all(path.startswith(f"{RECORDS}/") for path in uploaded)
+        assert any(record.id in path and path.endswith("clip.flac") for path in uploaded)
+        scheduler.trigger().result()  # nothing new: no second commit
+        assert len([c for c in hub.commits if c]) == 1
+    finally:
+        scheduler.stop()
+
+
+def test_unreachable_hub_keeps_feedback_local(tmp_path, caplog):
+    store = FeedbackStore(tmp_path)
+    assert sync_to_hub(store, "someone/ser-feedback", hf_api=FakeHub(fail=True)) is None
+    assert "stay in" in caplog.text and "offline" in caplog.text
+    save(store)
+    assert len(store.records()) == 1
+
+
+def test_datasets_loads_the_feedback_for_training(tmp_path):
+    from train.data import decode, load_feedback
+
+    store = FeedbackStore(tmp_path)
+    for label in ("angry", "calm"):
+        save(store, true_label=label)
+    dataset = load_feedback(tmp_path)
+    assert sorted(dataset.features["emotion"].int2str(dataset["emotion"])) == ["angry", "calm"]
+    assert decode(dataset[0]["audio"]).size == 24000
+    metadata = json.loads(next((tmp_path / RECORDS).glob("*/metadata.jsonl")).read_text())
+    assert metadata["file_name"] == "clip.flac"
+
+
+def test_the_app_message_never_stores_without_consent(tmp_path, angry_clip):
+    from ser_models.demo import submit_feedback
+
+    store = FeedbackStore(tmp_path / "feedback")
+    last = {
+        "audio": str(angry_clip),
+        "model": "mel-cnn",
+        "target": "angry",
+        "prediction": "angry",
+        "probabilities": PROBABILITIES,
+    }
+    assert "Analyze a recording first" in submit_feedback(store, None, "angry", True, None)
+    assert "Nothing was stored" in submit_feedback(store, last, "angry", False, None)
+    assert files_under(tmp_path / "feedback") == []
+    assert "Thank you" in submit_feedback(store, last, "angry", True, "Kids are talking by the door")
+    assert "Not stored" in submit_feedback(store, {**last, "audio": str(tmp_path / "gone.wav")}, "sad", True, None)
+    assert [r.true_label for r in store.records()] == ["angry"]
