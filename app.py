@@ -14,6 +14,7 @@ import gradio as gr
 from ser_models import DEFAULT_MODEL, EMOTIONS, MODEL_DESCRIPTIONS, STATEMENTS, AudioError
 from ser_models.demo import (
     TIPS,
+    ImageFolder,
     analyze,
     last_reading,
     load_recognizers,
@@ -26,6 +27,7 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 
 RECOGNIZERS = load_recognizers()  # once, at start-up
 FEEDBACK = open_feedback_store()
+IMAGES = ImageFolder()
 MODEL_CHOICES = [(f"{name}: {MODEL_DESCRIPTIONS[name]}", name) for name in RECOGNIZERS]
 CSS = """
 #sentence, #sentence p { font-size: 2rem; line-height: 1.3; font-weight: 600; text-align: center; }
@@ -48,7 +50,7 @@ def predict(audio: str | None, model: str, target: str | None):
     return (
         reading.analysis.probabilities,
         reading.verdict,
-        spectrogram_image(reading.analysis.speech.audio),
+        IMAGES.save(spectrogram_image(reading.analysis.speech.audio)),
         reading.details,
         last_reading(audio, model, reading),
     )

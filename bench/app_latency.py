@@ -42,11 +42,20 @@ def four_second_clip(folder: Path) -> Path:
     return path
 
 
-def start_app() -> tuple[subprocess.Popen, str, float]:
+def start_app(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, float]:
+    """``python app.py`` on a free loopback port; returns the process, its URL and the cold-start time."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "SER_FEEDBACK_DIR": tempfile.mkdtemp(prefix="ser-feedback-"),
+        **(extra_env or {}),
+    }
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

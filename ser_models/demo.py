@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import logging
 import os
+import tempfile
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import features
 from .audio import AudioError, load_audio
@@ -171,6 +179,44 @@ def spectrogram_image(speech: np.ndarray, height_scale: int = 3, width_scale: in
     scaled = ((log_mel - log_mel.min()) / (log_mel.max() - log_mel.min() + 1e-9)).numpy()[::-1]
     rgb = (_magma(scaled) * 255).astype(np.uint8)
     return np.repeat(np.repeat(rgb, height_scale, axis=0), width_scale, axis=1)
+
+
+class ImageFolder:
+    """PNG files named by their content, for Gradio to serve.
+
+    Gradio saves a returned array under a name derived from its content, rewriting the file in
+    place: two users who upload the same clip at once can be served a half-written image. A file
+    path is instead copied into Gradio's cache atomically, so the images are written here, each
+    once and atomically, and pruned after ``max_age`` seconds.
+    """
+
+    def __init__(self, folder: str | os.PathLike | None = None, max_age: float = 3600.0) -> None:
+        self.folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="ser-images-"))
+        self.max_age = max_age
+        self._last_pruned = time.monotonic()
+
+    def save(self, rgb: np.ndarray) -> str:
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, format="PNG")
+        data = buffer.getvalue()
+        path = self.folder / f"{hashlib.sha256(data).hexdigest()[:24]}.png"
+        self._prune()
+        try:
+            os.utime(path)  # served again: keep it from being pruned
+        except FileNotFoundError:
+            partial = path.with_name(f".{uuid.uuid4().hex}.partial")
+            partial.write_bytes(data)
+            os.replace(partial, path)
+        return str(path)
+
+    def _prune(self) -> None:
+        if time.monotonic() - self._last_pruned < 60:
+            return
+        self._last_pruned = time.monotonic()
+        for old in self.folder.iterdir():
+            with contextlib.suppress(OSError):  # another thread may have pruned it first
+                if time.time() - old.stat().st_mtime > self.max_age:
+                    old.unlink()
 
 
 def _magma(values: np.ndarray) -> np.ndarray:

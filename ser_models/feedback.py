@@ -82,8 +82,6 @@ class FeedbackStore:
         self.max_seconds = max_seconds
         # The uploader's lock when syncing to the Hub, so that a scan never runs mid-move.
         self.lock: threading.Lock | None = None
-        (self.folder / RECORDS).mkdir(parents=True, exist_ok=True)
-        (self.folder / PARTIAL).mkdir(exist_ok=True)
         self.discard_stale_partials()
 
     def save(
@@ -123,8 +121,10 @@ class FeedbackStore:
             seconds=round(samples.size / SAMPLE_RATE, 3),
         )
         name = f"{now:%Y%m%dT%H%M%S%f}-{record.id}"
+        # Folders appear with the first consented record: without consent nothing at all is written.
+        (self.folder / RECORDS).mkdir(parents=True, exist_ok=True)
         staging = self.folder / PARTIAL / name
-        staging.mkdir()
+        staging.mkdir(parents=True)
         try:
             with open(staging / CLIP_NAME, "wb") as file:
                 sf.write(file, samples, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
@@ -155,7 +155,8 @@ class FeedbackStore:
     def discard_stale_partials(self, older_than: float = STALE_PARTIAL_SECONDS) -> int:
         """Remove records a killed process left half-written; fresh ones may still be in progress."""
         removed = 0
-        for leftover in (self.folder / PARTIAL).iterdir():
+        partial = self.folder / PARTIAL
+        for leftover in partial.iterdir() if partial.is_dir() else ():
             if time.time() - leftover.stat().st_mtime > older_than:
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)

@@ -114,3 +114,20 @@ def test_server_refuses_uploads_over_the_size_limit(server_url):
     assert response.status_code == 413, response.text[:200]
     small = httpx.post(f"{server_url}gradio_api/upload", files={"files": ("ok.wav", bytes(1000), "audio/wav")})
     assert small.status_code == 200
+
+
+def test_image_folder_writes_each_image_once_and_whole(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from ser_models.demo import ImageFolder
+
+    images = ImageFolder(tmp_path)
+    rgb = np.zeros((30, 40, 3), np.uint8)
+    rgb[10:20] = 200
+    with ThreadPoolExecutor(16) as pool:
+        paths = set(pool.map(lambda _: images.save(rgb), range(64)))
+    (path,) = paths
+    assert np.array_equal(np.asarray(Image.open(path)), rgb)
+    assert [p.name for p in tmp_path.iterdir()] == [Path(path).name]  # no partial files left
