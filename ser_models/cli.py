@@ -1,5 +1,8 @@
 """Command line: ``python -m ser_models predict FILE... [--model NAME] [--format json|csv]``.
 
+``python -m ser_models export-onnx FOLDER...`` writes the ONNX export served by default
+(``model.onnx``) beside a model's weights; run it after replacing the weights.
+
 JSON output is one object per line: {"file", "label", "probabilities"}. A file that
 cannot be analysed is reported on stderr and skipped; the others are still predicted,
 and the exit status is 1 when any file failed (2 when the model itself cannot load).
@@ -33,11 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MODEL})",
     )
     predict.add_argument("--format", choices=["json", "csv"], default="json", help="JSON lines (default) or CSV")
+    export = commands.add_parser("export-onnx", help="write model.onnx beside the weights of model folders")
+    export.add_argument("folders", nargs="+", help="model folders (config.json and model.safetensors)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "export-onnx":
+        return _export_onnx(args.folders)
     try:
         recognizer = EmotionRecognizer.from_pretrained(args.model)
     except ModelLoadError as error:
@@ -61,6 +68,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failed:
         print(f"{failed} of {len(args.files)} file(s) could not be analysed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _export_onnx(folders: Sequence[str]) -> int:
+    from .runtime import BackendError, save_onnx
+
+    for folder in folders:
+        try:
+            print(f"wrote {save_onnx(folder)}")
+        except (ModelLoadError, BackendError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    return 0
 
 
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import features
+from . import features, runtime
 from .audio import load_audio, to_mono_16k
 from .labels import EMOTIONS
-from .models import EmotionModel
+from .models import EmotionModel, resolve_model_dir
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "mel-cnn"
@@ -49,17 +49,31 @@ class EmotionRecognizer:
 
     labels: tuple[str, ...] = EMOTIONS
 
-    def __init__(self, model: EmotionModel, name: str | None = None) -> None:
+    def __init__(
+        self,
+        model: EmotionModel,
+        name: str | None = None,
+        backend: str | None = None,
+        directory: str | os.PathLike | None = None,
+    ) -> None:
+        """``backend``: "onnx" (onnxruntime) or "torch"; by default $SER_BACKEND, else onnx where it can run.
+
+        ``directory`` is where the model was loaded from; a ``model.onnx`` exported from
+        its weights is used from there instead of exporting again (see ser_models.runtime).
+        """
         self.model = model.eval()
         self.name = name or model.model_type
+        self.backend, self.network = runtime.network(self.model, backend, directory)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL) -> EmotionRecognizer:
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, backend: str | None = None
+    ) -> EmotionRecognizer:
         """A bundled model by name (``mel-cnn``, ``mfcc-mlp``), a local folder, or a Hub repo id."""
         bundled = WEIGHTS_DIR / str(name_or_path)
-        if str(name_or_path) in MODEL_DESCRIPTIONS and bundled.is_dir():
-            return cls(EmotionModel.from_pretrained(bundled), str(name_or_path))
-        return cls(EmotionModel.from_pretrained(name_or_path), str(name_or_path))
+        use_bundled = str(name_or_path) in MODEL_DESCRIPTIONS and bundled.is_dir()
+        directory = bundled if use_bundled else resolve_model_dir(name_or_path)
+        return cls(EmotionModel.from_pretrained(directory), str(name_or_path), backend, directory)
 
     def predict(self, waveform: np.ndarray, sample_rate: int) -> dict[str, float]:
         """Probabilities of all eight emotions (summing to 1) for one recording."""
@@ -113,5 +127,11 @@ class EmotionRecognizer:
 
     def _window_probabilities(self, windows: list[np.ndarray]) -> np.ndarray:
         audio, lengths = features.batch_inputs(windows)
-        logits = self.model(self.model.featurize(audio, lengths))
-        return torch.softmax(logits.double() / self.model.config.temperature, dim=-1).numpy()
+        # torch's own ops run on FEATURE_THREADS (see there): even this softmax, split over
+        # 2 threads, took ~9 ms instead of µs while another process held a core. The network
+        # runs outside: onnxruntime has its own pool; the torch backend uses the process's.
+        with runtime.torch_threads(runtime.FEATURE_THREADS):
+            inputs = self.model.featurize(audio, lengths)
+        logits = self.network(inputs)
+        with runtime.torch_threads(runtime.FEATURE_THREADS):
+            return torch.softmax(logits.double() / self.model.config.temperature, dim=-1).numpy()

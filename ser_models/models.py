@@ -68,7 +68,7 @@ class EmotionModel(nn.Module):
 
     def featurize(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Model inputs from a (B, N_SAMPLES) batch of trimmed, padded speech and its lengths."""
-        return self.from_log_mel(features.log_mel_spectrogram(audio), lengths)
+        return self.from_log_mel(features.log_mel_spectrogram(audio, lengths), lengths)
 
     def from_log_mel(self, log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Model inputs from a log-mel batch; training calls this on cached log-mels."""
