@@ -13,15 +13,22 @@ import gradio as gr
 
 from ser_models import DEFAULT_MODEL, EMOTIONS, MODEL_DESCRIPTIONS, STATEMENTS, AudioError
 from ser_models.demo import (
+    LIVE_UPDATE_SECONDS,
     TIPS,
     ImageFolder,
+    LiveState,
     analyze,
+    analyze_long,
     last_reading,
+    live_step,
     load_recognizers,
     open_feedback_store,
     spectrogram_image,
     submit_feedback,
+    timeline_figure,
+    timeline_table,
 )
+from ser_models.session import SpeakerSession
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -39,12 +46,21 @@ def sentence_markdown(sentence: str) -> str:
     return f"“{sentence}”"
 
 
-def predict(audio: str | None, model: str, target: str | None):
+def predict(
+    audio: str | None,
+    model: str,
+    target: str | None,
+    my_voice: bool = False,
+    denoise: bool = False,
+    voices: dict[str, SpeakerSession] | None = None,
+):
     """Analyse one recording: all eight probabilities, the verdict, the spectrogram and details."""
     if model not in RECOGNIZERS:
         raise gr.Error(f"unknown model {model!r}; choose one of {', '.join(RECOGNIZERS)}")
+    voices = voices or {}
+    session = voices.setdefault(model, SpeakerSession()) if my_voice else None  # one per model: outputs differ
     try:
-        reading = analyze(RECOGNIZERS[model], audio, target or None)
+        reading = analyze(RECOGNIZERS[model], audio, target or None, session=session, denoise=denoise)
     except AudioError as error:
         raise gr.Error(str(error)[:1].upper() + str(error)[1:], title="Cannot analyse this audio") from None
     return (
@@ -53,6 +69,7 @@ def predict(audio: str | None, model: str, target: str | None):
         IMAGES.save(spectrogram_image(reading.analysis.speech.audio)),
         reading.details,
         last_reading(audio, model, reading),
+        voices,
     )
 
 
@@ -61,52 +78,128 @@ def feedback(last: dict | None, true_label: str | None, consent: bool, sentence:
     return submit_feedback(FEEDBACK, last, true_label, consent, sentence)
 
 
+def long_recording(audio: str | None, model: str, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+    """The emotion timeline of a long recording: summary, plot and one row per window."""
+    try:
+        result = analyze_long(RECOGNIZERS[model], audio, progress=lambda f, m: progress(f, desc=m))
+    except AudioError as error:
+        raise gr.Error(str(error)[:1].upper() + str(error)[1:], title="Cannot analyse this audio") from None
+    overall = result.overall()
+    top = max(overall, key=overall.get)
+    summary = (
+        f"{result.seconds:.1f} s analysed, {len(result.speech_regions)} speech segment(s), "
+        f"{len(result.segments)} window(s) (voice activity: {result.vad}). "
+        f"Over the whole recording: **{top}** ({overall[top]:.0%})."
+    )
+    summary += "".join(f"\n\n{note}" for note in result.notes)
+    return summary, timeline_figure(result), timeline_table(result)
+
+
+def live(chunk, model: str, state: LiveState | None):
+    """One streamed microphone chunk in, the latest probabilities out."""
+    state = live_step(RECOGNIZERS.get(model, RECOGNIZERS[DEFAULT_MODEL]), state, chunk)
+    return state.probabilities, state.status, state
+
+
 # Gradio keeps uploads in its cache; clear them after two hours so that clips are not kept around.
 with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)", delete_cache=(3600, 7200)) as demo:
     last = gr.State(None)  # the analysis the feedback refers to, per browser session
+    voices = gr.State(None)  # "my voice" sessions, one per model, per browser session
     gr.Markdown(
         "# 🎭 Speech emotion recognition\n"
         "Act one of eight emotions while reading a sentence from the RAVDESS corpus, and see which emotion "
         "a model trained on 20 RAVDESS actors hears. Audio is analysed on the server and not stored, "
         "unless you choose to donate it below."
     )
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=1):
-            sentence = gr.Dropdown(list(STATEMENTS), value=STATEMENTS[0], label="Step A — the sentence to read")
-            sentence_display = gr.Markdown(sentence_markdown(STATEMENTS[0]), elem_id="sentence")
-            target = gr.Dropdown(list(EMOTIONS), value="happy", label="Step B — the emotion to act")
-            model = gr.Radio(MODEL_CHOICES, value=DEFAULT_MODEL, label="Step C — the model")
-        with gr.Column(scale=1):
-            audio = gr.Audio(
-                sources=["microphone", "upload"], type="filepath", label="Record or upload (WAV, FLAC, OGG, MP3)"
-            )
-            analyze_button = gr.Button("Analyze", variant="primary", size="lg")
-            with gr.Accordion("How to get a good reading", open=False):
-                gr.Markdown(TIPS)
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=1):
-            probabilities = gr.Label(num_top_classes=len(EMOTIONS), label="What the model heard")
-        with gr.Column(scale=1):
-            verdict = gr.Markdown(elem_id="verdict")
-            spectrogram = gr.Image(label="Log-mel spectrogram of the speech the model analysed", interactive=False)
-            details = gr.Markdown()
-    with gr.Accordion("Was the model right? Help it improve", open=False):
+    with gr.Tab("Act a sentence"):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                sentence = gr.Dropdown(list(STATEMENTS), value=STATEMENTS[0], label="Step A — the sentence to read")
+                sentence_display = gr.Markdown(sentence_markdown(STATEMENTS[0]), elem_id="sentence")
+                target = gr.Dropdown(list(EMOTIONS), value="happy", label="Step B — the emotion to act")
+                model = gr.Radio(MODEL_CHOICES, value=DEFAULT_MODEL, label="Step C — the model")
+            with gr.Column(scale=1):
+                audio = gr.Audio(
+                    sources=["microphone", "upload"], type="filepath", label="Record or upload (WAV, FLAC, OGG, MP3)"
+                )
+                with gr.Row():
+                    my_voice = gr.Checkbox(
+                        value=False,
+                        label="My voice: adapt to my takes",
+                        info="After a few takes of different emotions, corrects the pull of your voice "
+                        "(kept in this tab only).",
+                    )
+                    denoise = gr.Checkbox(value=False, label="Reduce background noise")
+                analyze_button = gr.Button("Analyze", variant="primary", size="lg")
+                with gr.Accordion("How to get a good reading", open=False):
+                    gr.Markdown(TIPS)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                probabilities = gr.Label(num_top_classes=len(EMOTIONS), label="What the model heard")
+            with gr.Column(scale=1):
+                verdict = gr.Markdown(elem_id="verdict")
+                spectrogram = gr.Image(label="Log-mel spectrogram of the speech the model analysed", interactive=False)
+                details = gr.Markdown()
+        with gr.Accordion("Was the model right? Help it improve", open=False):
+            with gr.Row():
+                true_label = gr.Dropdown(list(EMOTIONS), value="happy", label="The emotion you meant")
+                consent = gr.Checkbox(
+                    value=False,
+                    label="I donate this recording and my label to train future models. "
+                    "They may be published in a public Hub dataset.",
+                )
+                send = gr.Button("Send feedback")
+            feedback_status = gr.Markdown()
+    with gr.Tab("Long recording"):
+        gr.Markdown(
+            "Upload a recording of up to an hour (20 MB): speech is found with a voice-activity detector, "
+            "cut into 4 s windows, and each window gets its own probabilities."
+        )
         with gr.Row():
-            true_label = gr.Dropdown(list(EMOTIONS), value="happy", label="The emotion you meant")
-            consent = gr.Checkbox(
-                value=False,
-                label="I donate this recording and my label to train future models. "
-                "They may be published in a public Hub dataset.",
-            )
-            send = gr.Button("Send feedback")
-        feedback_status = gr.Markdown()
+            long_audio = gr.Audio(sources=["upload"], type="filepath", label="Recording")
+            with gr.Column():
+                long_model = gr.Radio(MODEL_CHOICES, value=DEFAULT_MODEL, label="Model")
+                timeline_button = gr.Button("Analyze timeline", variant="primary")
+        timeline_summary = gr.Markdown()
+        timeline_plot = gr.Plot(label="Emotion timeline")
+        timeline_rows = gr.Dataframe(
+            headers=["start (s)", "end (s)", "label", "p(label)", *EMOTIONS], label="Windows", interactive=False
+        )
+    with gr.Tab("Live"):
+        gr.Markdown(
+            "Speak into the microphone: the last 4 s are classified about twice a second. "
+            "Nothing is stored; a stream stops after two minutes."
+        )
+        live_state = gr.State(None)
+        with gr.Row():
+            live_audio = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone")
+            with gr.Column():
+                live_model = gr.Radio(MODEL_CHOICES, value=DEFAULT_MODEL, label="Model")
+                live_status = gr.Markdown("Press record to start.")
+        live_label = gr.Label(num_top_classes=len(EMOTIONS), label="Last 4 s")
 
     sentence.change(sentence_markdown, sentence, sentence_display, api_name=False)
     target.change(lambda emotion: emotion, target, true_label, api_name=False)
     analyze_button.click(
-        predict, [audio, model, target], [probabilities, verdict, spectrogram, details, last], api_name="predict"
+        predict,
+        [audio, model, target, my_voice, denoise, voices],
+        [probabilities, verdict, spectrogram, details, last, voices],
+        api_name="predict",
     )
     send.click(feedback, [last, true_label, consent, sentence], feedback_status, api_name="feedback")
+    timeline_button.click(
+        long_recording, [long_audio, long_model], [timeline_summary, timeline_plot, timeline_rows], api_name="timeline"
+    )
+    live_audio.stream(
+        live,
+        [live_audio, live_model, live_state],
+        [live_label, live_status, live_state],
+        stream_every=LIVE_UPDATE_SECONDS,
+        time_limit=120,
+        concurrency_limit=8,
+        api_name="live",
+    )
+    live_audio.start_recording(lambda: None, None, live_state, api_name=False)  # a new take starts afresh
     gr.Markdown(
         "Accuracy on speakers the models never heard is in `model_card.md`. Training data: RAVDESS "
         "(Livingstone & Russo, 2018), CC BY-NC-SA 4.0, so the models are for non-commercial use only."

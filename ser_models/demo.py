@@ -10,8 +10,9 @@ import os
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ import torch
 from PIL import Image
 
 from . import features
-from .audio import AudioError, load_audio
+from .audio import AudioError, SilentAudioError, TooShortError, load_audio, to_mono_16k
+from .denoise import reduce_noise
 from .feedback import (
     DEFAULT_FEEDBACK_DIR,
     FEEDBACK_DIR_ENV,
@@ -31,6 +33,8 @@ from .feedback import (
 from .inference import MODEL_DESCRIPTIONS, WEIGHTS_DIR, Analysis, EmotionRecognizer
 from .labels import EMOTIONS
 from .models import ModelLoadError
+from .segments import TIMELINE_MAX_SECONDS, Timeline, timeline
+from .session import SpeakerSession
 
 log = logging.getLogger("ser_models.demo")
 
@@ -72,6 +76,7 @@ class Reading:
 
     analysis: Analysis
     target: str | None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -102,6 +107,7 @@ class Reading:
                 f"Longer than {features.CHUNK_SECONDS:.0f} s: the probabilities are the mean over "
                 f"{len(features.chunk(speech.audio))} overlapping windows."
             )
+        lines += self.notes
         lines += [f"⚠️ {warning}" for warning in self.analysis.warnings]
         return "\n\n".join(lines)
 
@@ -157,6 +163,95 @@ def submit_feedback(
     return f"Thank you! Your recording was stored as **{record.true_label}** (record `{record.id[:8]}`)."
 
 
+LIVE_WINDOW_SECONDS = features.CHUNK_SECONDS  # the model hears the last 4 s
+LIVE_UPDATE_SECONDS = 0.5  # at most two predictions per second of audio, whatever the chunk size
+
+
+@dataclass
+class LiveState:
+    """What a live microphone session keeps between chunks (per browser session, in memory only)."""
+
+    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    heard_seconds: float = 0.0
+    predicted_at: float = -LIVE_UPDATE_SECONDS
+    probabilities: dict[str, float] | None = None
+    status: str = "Listening…"
+
+
+def live_step(
+    recognizer: EmotionRecognizer, state: LiveState | None, chunk: tuple[int, np.ndarray] | None
+) -> LiveState:
+    """Add one streamed microphone chunk; re-classify the last 4 s at most every LIVE_UPDATE_SECONDS."""
+    state = state or LiveState()
+    if chunk is None:
+        return state
+    rate, samples = chunk
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # clipping is reported on full recordings, not on every chunk
+            audio = to_mono_16k(np.asarray(samples), int(rate))
+    except AudioError as error:
+        state.status = f"Skipped a chunk: {error}."
+        return state
+    window = int(LIVE_WINDOW_SECONDS * features.SAMPLE_RATE)
+    state.buffer = np.concatenate([state.buffer, audio])[-window:]
+    state.heard_seconds += audio.size / features.SAMPLE_RATE
+    if state.heard_seconds - state.predicted_at < LIVE_UPDATE_SECONDS:
+        return state
+    state.predicted_at = state.heard_seconds
+    try:
+        speech = recognizer.trim(state.buffer)
+    except (SilentAudioError, TooShortError):
+        state.status = "Listening… no speech in the last few seconds."
+        return state
+    state.probabilities = recognizer.predict_speech([speech])[0]
+    label = max(state.probabilities, key=state.probabilities.get)
+    state.status = f"Hearing **{label}** in the last {min(state.heard_seconds, LIVE_WINDOW_SECONDS):.0f} s."
+    return state
+
+
+def analyze_long(recognizer: EmotionRecognizer, path: str | None, progress=None, vad: str = "auto") -> Timeline:
+    """The emotion timeline of an uploaded recording of up to TIMELINE_MAX_SECONDS."""
+    if path is None:
+        raise AudioError("no audio: upload a recording first")
+    return timeline(recognizer, load_audio(path, max_seconds=TIMELINE_MAX_SECONDS), vad=vad, progress=progress)
+
+
+def timeline_table(result: Timeline) -> list[list]:
+    """One row per window: start, end, label, its probability, then all eight probabilities."""
+    return [
+        [round(s.start, 2), round(s.end, 2), s.label, round(s.probabilities[s.label], 3)]
+        + [round(s.probabilities[e], 3) for e in EMOTIONS]
+        for s in result.segments
+    ]
+
+
+def timeline_figure(result: Timeline):
+    """Each emotion's probability over time (window centres), speech regions shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(10, 3.6), dpi=100)
+    for start, end in result.speech_regions:
+        axes.axvspan(start, end, color="0.92", zorder=0)
+    centres = [(s.start + s.end) / 2 for s in result.segments]
+    colours = plt.get_cmap("tab10")
+    for i, emotion in enumerate(EMOTIONS):
+        axes.plot(
+            centres, [s.probabilities[emotion] for s in result.segments], "o-", ms=3, color=colours(i), label=emotion
+        )
+    axes.set_xlim(0, result.seconds)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("time (s); grey: speech")
+    axes.set_ylabel("probability")
+    axes.legend(ncol=8, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.18), frameon=False)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
 def read_input(audio: str | tuple[int, np.ndarray] | None) -> tuple[np.ndarray, int]:
     """Samples and rate from what Gradio hands over: a file path or a (rate, samples) pair."""
     if audio is None:
@@ -167,9 +262,28 @@ def read_input(audio: str | tuple[int, np.ndarray] | None) -> tuple[np.ndarray, 
     return load_audio(audio), features.SAMPLE_RATE
 
 
-def analyze(recognizer: EmotionRecognizer, audio: str | tuple[int, np.ndarray] | None, target: str | None) -> Reading:
+def analyze(
+    recognizer: EmotionRecognizer,
+    audio: str | tuple[int, np.ndarray] | None,
+    target: str | None,
+    session: SpeakerSession | None = None,
+    denoise: bool = False,
+) -> Reading:
+    """One take: optionally noise-reduced first, and adapted to the speaker's earlier takes in ``session``."""
     samples, rate = read_input(audio)
-    return Reading(recognizer.analyze(samples, rate), target)
+    notes = []
+    if denoise:
+        samples, rate = reduce_noise(to_mono_16k(samples, rate)), features.SAMPLE_RATE
+        notes.append("Background noise was reduced (spectral gating) before the analysis.")
+    analysis = recognizer.analyze(samples, rate)
+    if session is not None:
+        session.add(analysis.probabilities)
+        analysis = replace(analysis, probabilities=session.adapt(analysis.probabilities))
+        notes.append(
+            f"My voice: adapted to your {len(session)} take(s) in this browser session "
+            f"(kept in memory for this tab only; reload the page to start over)."
+        )
+    return Reading(analysis, target, notes)
 
 
 def spectrogram_image(speech: np.ndarray, height_scale: int = 3, width_scale: int = 2) -> np.ndarray:

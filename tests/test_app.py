@@ -131,3 +131,59 @@ def test_image_folder_writes_each_image_once_and_whole(tmp_path):
     (path,) = paths
     assert np.array_equal(np.asarray(Image.open(path)), rgb)
     assert [p.name for p in tmp_path.iterdir()] == [Path(path).name]  # no partial files left
+
+
+def test_live_stream_of_chunks_gives_valid_probabilities(angry_clip):
+    import soundfile as sf
+
+    from ser_models.demo import LIVE_UPDATE_SECONDS, live_step
+
+    recognizer = load_recognizers({})["mel-cnn"]
+    samples, rate = sf.read(angry_clip, dtype="int16")  # the browser sends int16 chunks
+    step = int(0.25 * rate)
+    state, updates, last = None, 0, None
+    silence = (rate, np.zeros(step * 4, np.int16))
+    state = live_step(recognizer, state, silence)
+    assert state.probabilities is None and "no speech" in state.status
+    for start in range(0, samples.size, step):
+        state = live_step(recognizer, state, (rate, samples[start : start + step]))
+        if state.probabilities is not last and state.probabilities is not None:
+            updates += 1
+            last = state.probabilities
+            assert list(last) == list(EMOTIONS) and abs(sum(last.values()) - 1) < 1e-6
+    seconds = samples.size / rate
+    assert 1 <= updates <= seconds / LIVE_UPDATE_SECONDS + 1  # about two a second, never one per chunk
+    assert state.buffer.size <= 4 * 16000
+    assert live_step(recognizer, state, (rate, np.zeros(0, np.int16))).status.startswith("Skipped a chunk")
+
+
+@pytest.mark.slow
+def test_timeline_endpoint(server_url, sample_clips, tmp_path):
+    import soundfile as sf
+    from gradio_client import Client, handle_file
+
+    from ser_models import load_audio
+
+    recording = tmp_path / "long.wav"
+    parts = [np.concatenate([load_audio(p), np.zeros(16000, np.float32)]) for p in sample_clips[:3]]
+    sf.write(recording, np.concatenate(parts), 16000)
+    summary, plot, rows = Client(server_url, verbose=False).predict(
+        handle_file(str(recording)), "mel-cnn", api_name="/timeline"
+    )
+    assert "3 speech segment(s)" in summary and plot["type"] == "matplotlib"
+    assert len(rows["data"]) == 3 and rows["headers"][4:] == list(EMOTIONS)
+    assert all(abs(sum(row[4:]) - 1) < 0.01 for row in rows["data"])
+
+
+@pytest.mark.slow
+def test_my_voice_sessions_belong_to_one_browser_session_each(server_url, sample_clips):
+    from gradio_client import Client, handle_file
+
+    first, second = Client(server_url, verbose=False), Client(server_url, verbose=False)
+    for clip in sample_clips[:2]:
+        *_, details = first.predict(handle_file(str(clip)), "mel-cnn", "angry", True, False, api_name="/predict")
+    assert "adapted to your 2 take(s)" in details
+    *_, details = second.predict(handle_file(str(sample_clips[2])), "mel-cnn", "angry", True, True, api_name="/predict")
+    assert "adapted to your 1 take(s)" in details and "Background noise was reduced" in details
+    *_, details = first.predict(handle_file(str(sample_clips[3])), "mel-cnn", "angry", api_name="/predict")
+    assert "My voice" not in details  # off unless asked for
