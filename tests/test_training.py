@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from ser_models import EMOTIONS, EmotionRecognizer, load_audio
@@ -80,3 +81,22 @@ def test_cross_validation_writes_reports(ravdess_dir, tmp_path):
     tested = [a for fold in saved["protocols"]["speaker-independent"]["folds"] for a in fold["test_actors"]]
     assert sorted(tested) == [1, 2, 3, 4, 5, 6]
     assert report["actors"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_noise_augmentation_adds_power_only_inside_the_speech():
+    import torch
+
+    from ser_models import features
+    from train.trainer import add_noise
+
+    rng = np.random.default_rng(0)
+    clips = [0.1 * rng.standard_normal(n).astype(np.float32) * np.hanning(n) for n in (64000, 30000, 45000, 20000)]
+    audio, lengths = features.batch_inputs(clips)
+    log_mel = features.log_mel_spectrogram(audio, lengths)
+    assert torch.equal(add_noise(log_mel, lengths, torch.Generator().manual_seed(0), share=0.0), log_mel)
+    noisy = add_noise(log_mel, lengths, torch.Generator().manual_seed(0), share=1.0)
+    assert torch.isfinite(noisy).all() and (noisy >= log_mel - 1e-4).all()
+    speech_frames = features.valid_frames(lengths)
+    for i, frames in enumerate(speech_frames.tolist()):
+        assert (noisy[i, :, :frames] > log_mel[i, :, :frames] + 1e-3).any()
+        assert torch.allclose(noisy[i, :, frames:], torch.maximum(log_mel[i, :, frames:], noisy[i].amax() - 80))

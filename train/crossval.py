@@ -58,16 +58,36 @@ def cross_validate(
     fold_splits: list[splits.Split],
     actor_of_row: np.ndarray,
     config: TrainConfig,
+    save_to: Path | None = None,
+    only_folds: list[int] | None = None,
 ) -> dict:
+    """Train and test one model per fold. With ``save_to``, each fold's model, its row indices and its
+    validation and test logits are kept (``save_to/fold<k>/``) for later analyses such as calibration."""
     metric = evaluate.load(METRICS_MODULE)
     folds, all_true, all_pred = [], [], []
     for k, split in enumerate(fold_splits):
+        if only_folds is not None and k not in only_folds:
+            continue
 
         def rows(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             return log_mel[index], lengths[index], labels[index]
 
         result = train_model(model_type, rows(split.train), rows(split.validation), config)
-        predictions = predict_logits(result.model, log_mel[split.test], lengths[split.test]).argmax(dim=-1).numpy()
+        test_logits = predict_logits(result.model, log_mel[split.test], lengths[split.test])
+        predictions = test_logits.argmax(dim=-1).numpy()
+        if save_to is not None:
+            fold_dir = save_to / f"fold{k}"
+            result.model.save_pretrained(fold_dir)
+            validation_logits = predict_logits(result.model, log_mel[split.validation], lengths[split.validation])
+            np.savez(
+                fold_dir / "predictions.npz",
+                actors=np.unique(actor_of_row),  # the row numbers below index a dataset of these actors
+                train_rows=split.train,
+                validation_rows=split.validation,
+                test_rows=split.test,
+                validation_logits=validation_logits.numpy(),
+                test_logits=test_logits.numpy(),
+            )
         truth = labels[split.test].numpy()
         scores = metric.compute(predictions=predictions, references=truth, num_classes=len(EMOTIONS))
         folds.append(
@@ -150,13 +170,22 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--actors", type=int, nargs="*", default=None, help="restrict to these actors")
     parser.add_argument("--epochs", type=int, default=None, help="override the model's default epoch count")
+    parser.add_argument(
+        "--noise", type=float, default=None, help="train with white/babble noise mixed into this share of clips"
+    )
+    parser.add_argument("--only-folds", type=int, nargs="*", default=None, help="run these folds only (0-based)")
     parser.add_argument("--reports", type=Path, default=REPORTS_DIR)
+    parser.add_argument(
+        "--save-models", type=Path, default=None, help="keep every fold's model and logits under DIR/<protocol>/"
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
     config = TRAIN_CONFIGS[args.model]
     if args.epochs:
         config = replace(config, epochs=args.epochs)
+    if args.noise is not None:
+        config = replace(config, noise=args.noise)
     log_mel, lengths, labels, actor_of_row = load_features(args.data, args.actors)
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
     report = {
@@ -170,7 +199,10 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for protocol in protocols:
         fold_splits = protocol_splits(protocol, actor_of_row, labels.numpy(), args.folds)
-        result = cross_validate(args.model, log_mel, lengths, labels, fold_splits, actor_of_row, config)
+        save_to = args.save_models / protocol if args.save_models else None
+        result = cross_validate(
+            args.model, log_mel, lengths, labels, fold_splits, actor_of_row, config, save_to, args.only_folds
+        )
         report["protocols"][protocol] = result
         plot_confusion(
             result["confusion_matrix"],

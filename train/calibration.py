@@ -1,0 +1,161 @@
+"""Calibration: does a probability of 0.7 mean right 7 times in 10? Temperature scaling, measured.
+
+    python -m train.calibration --folds runs/cv_saved/models/speaker-independent [--apply ser_models/weights/mel-cnn]
+
+Reads the per-fold models and logits that ``python -m train.crossval --save-models DIR`` keeps.
+On every fold one temperature is fitted on the fold's validation actors (minimum negative
+log-likelihood) and the expected calibration error (ECE, 15 equal-width bins) is measured on its
+test actors before and after. ``--apply`` fits the temperature of a trained model on its own
+validation actors (as in ``train.run``) and stores it in that model's config, which the
+recognizer applies to every prediction. Writes reports/calibration_<model>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ser_models.models import EmotionModel
+from train import splits
+from train.crossval import REPORTS_DIR, load_features
+from train.trainer import predict_logits
+
+ECE_BINS = 15
+TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(8.0), 400))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    scaled = logits / temperature
+    scaled = scaled - scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    probabilities = softmax(logits, temperature)
+    return float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels] + 1e-12)))
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    error = 0.0
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        members = (confidence > low) & (confidence <= high)
+        if members.any():
+            error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(error)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature with the lowest negative log-likelihood (a 1-D search; the loss is smooth)."""
+    losses = [negative_log_likelihood(logits, labels, t) for t in TEMPERATURES]
+    return float(TEMPERATURES[int(np.argmin(losses))])
+
+
+def calibration_scores(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict:
+    return {
+        "ece": expected_calibration_error(softmax(logits, temperature), labels),
+        "nll": negative_log_likelihood(logits, labels, temperature),
+        "mean_confidence": float(softmax(logits, temperature).max(axis=1).mean()),
+    }
+
+
+def fold_actors(folds_dir: Path) -> list[int] | None:
+    """The actors whose dataset the saved row numbers index (None: all of them)."""
+    saved = np.load(next(folds_dir.glob("fold*/predictions.npz")))
+    return [int(a) for a in saved["actors"]] if "actors" in saved else None
+
+
+def evaluate_folds(folds_dir: Path, labels: np.ndarray) -> dict:
+    folds = []
+    for fold_dir in sorted(folds_dir.glob("fold*")):
+        saved = np.load(fold_dir / "predictions.npz")
+        validation_labels, test_labels = labels[saved["validation_rows"]], labels[saved["test_rows"]]
+        temperature = fit_temperature(saved["validation_logits"], validation_labels)
+        folds.append(
+            {
+                "fold": fold_dir.name,
+                "temperature": temperature,
+                "accuracy": float((saved["test_logits"].argmax(axis=1) == test_labels).mean()),
+                "before": calibration_scores(saved["test_logits"], test_labels, 1.0),
+                "after": calibration_scores(saved["test_logits"], test_labels, temperature),
+            }
+        )
+    if not folds:
+        raise FileNotFoundError(f"no fold*/predictions.npz under {folds_dir}; run train.crossval --save-models")
+
+    def mean_std(key: str, when: str) -> dict:
+        values = [fold[when][key] for fold in folds]
+        return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+    return {
+        "folds": folds,
+        "ece_before": mean_std("ece", "before"),
+        "ece_after": mean_std("ece", "after"),
+        "nll_before": mean_std("nll", "before"),
+        "nll_after": mean_std("nll", "after"),
+        "temperature": {"mean": float(np.mean([f["temperature"] for f in folds]))},
+    }
+
+
+def apply_to_model(model_dir: Path, log_mel, lengths, labels, actor_of_row) -> dict:
+    """Fit the temperature on the model's own validation actors and store it in its config."""
+    model = EmotionModel.from_pretrained(model_dir)
+    actors = sorted({int(a) for a in actor_of_row})
+    validation_actors = splits.validation_pair(splits.actor_folds(actors)[0])  # as train.run chose them
+    rows = np.flatnonzero(np.isin(actor_of_row, validation_actors))
+    with torch.inference_mode():
+        logits = predict_logits(model, log_mel[rows], lengths[rows]).numpy()
+    temperature = fit_temperature(logits, labels[rows])
+    model.config = replace(model.config, temperature=round(temperature, 4))
+    model.save_pretrained(model_dir)
+    return {
+        "model_dir": str(model_dir),
+        "validation_actors": validation_actors,
+        "temperature": round(temperature, 4),
+        "validation_ece_before": expected_calibration_error(softmax(logits), labels[rows]),
+        "validation_ece_after": expected_calibration_error(softmax(logits, temperature), labels[rows]),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folds", type=Path, required=True, help="DIR/<protocol> written by crossval --save-models")
+    parser.add_argument("--apply", type=Path, default=None, help="a trained model folder to store a temperature in")
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--reports", type=Path, default=REPORTS_DIR)
+    args = parser.parse_args(argv)
+
+    log_mel, lengths, labels, actor_of_row = load_features(args.data, fold_actors(args.folds))
+    model_type = json.loads(next(args.folds.glob("fold*/config.json")).read_text())["model_type"]
+    report = {
+        "model": model_type,
+        "command": "python -m train.calibration " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "bins": ECE_BINS,
+        "cross_validated": evaluate_folds(args.folds, labels.numpy()),
+    }
+    if args.apply:
+        report["applied"] = apply_to_model(args.apply, log_mel, lengths, labels.numpy(), actor_of_row)
+    cv = report["cross_validated"]
+    print(
+        f"{model_type}: ECE {cv['ece_before']['mean']:.3f} -> {cv['ece_after']['mean']:.3f} on held-out actors "
+        f"(temperature {cv['temperature']['mean']:.2f}); NLL {cv['nll_before']['mean']:.3f} -> "
+        f"{cv['nll_after']['mean']:.3f}"
+    )
+    args.reports.mkdir(parents=True, exist_ok=True)
+    (args.reports / f"calibration_{model_type}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

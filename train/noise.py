@@ -1,0 +1,160 @@
+"""Noise robustness, measured: held-out actors' clips with white noise and babble at 20, 10 and 5 dB SNR.
+
+    python -m train.noise --folds runs/cv_saved/models/speaker-independent \\
+        [--folds runs/cv_noise/models/speaker-independent ...]
+
+Each ``--folds`` is a set of fold models written by ``python -m train.crossval --save-models DIR``
+(for example one trained as usual and one with ``--noise 0.5``). Every fold model is scored on its
+own test actors, clean and with noise, each time with and without ``ser_models.denoise.reduce_noise``
+before the usual pipeline. Babble is six trimmed sentences of the fold's training actors, summed,
+so no test voice leaks into the noise. The SNR is the power of the clip's speech (trimmed part) over
+the noise's, and the noise covers the whole clip, silences included. Writes reports/noise_<model>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+from ser_models import features
+from ser_models.denoise import reduce_noise
+from ser_models.inference import EmotionRecognizer
+from ser_models.labels import EMOTIONS
+from ser_models.models import EmotionModel
+from train import data
+from train.calibration import fold_actors
+from train.crossval import REPORTS_DIR
+
+SNRS_DB = (20, 10, 5)
+NOISES = ("white", "babble")
+BABBLE_TALKERS = 6
+SEED = 42
+
+
+def mix(clip: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """``clip`` plus ``noise`` scaled so that the clip's speech is ``snr_db`` above it."""
+    speech = features.trim_silence(clip, min_speech_seconds=0.0).audio
+    speech_power = float(np.mean(np.square(speech, dtype=np.float64)))
+    noise = np.resize(noise, clip.size)
+    gain = np.sqrt(speech_power / (np.mean(np.square(noise, dtype=np.float64)) * 10 ** (snr_db / 10)))
+    mixed = clip + gain * noise
+    peak = np.abs(mixed).max()
+    return (mixed / peak if peak > 1 else mixed).astype(np.float32)
+
+
+def babble(sources: list[np.ndarray], length: int, rng: np.random.Generator) -> np.ndarray:
+    picks = rng.choice(len(sources), size=BABBLE_TALKERS, replace=False)
+    talkers = [np.resize(sources[i], length) for i in picks]
+    return np.sum([t / (np.sqrt(np.mean(np.square(t))) + 1e-9) for t in talkers], axis=0)
+
+
+def scores(recognizer: EmotionRecognizer, clips: list[np.ndarray], labels: np.ndarray) -> dict[str, float]:
+    probabilities = recognizer.predict_batch([(clip, features.SAMPLE_RATE) for clip in clips])
+    predictions = np.array([EMOTIONS.index(max(p, key=p.get)) for p in probabilities])
+    return {
+        "accuracy": float((predictions == labels).mean()),
+        "macro_f1": float(f1_score(labels, predictions, average="macro", labels=range(len(EMOTIONS)))),
+    }
+
+
+def evaluate_folds(folds_dir: Path, audio: list[np.ndarray], labels: np.ndarray) -> dict:
+    rng = np.random.default_rng(SEED)
+    folds = {}
+    for fold_dir in sorted(folds_dir.glob("fold*")):
+        saved = np.load(fold_dir / "predictions.npz")
+        recognizer = EmotionRecognizer(EmotionModel.from_pretrained(fold_dir), backend="torch")
+        train_speech = [features.trim_silence(audio[i]).audio for i in saved["train_rows"]]
+        test = [audio[i] for i in saved["test_rows"]]
+        truth = labels[saved["test_rows"]]
+        conditions = {"clean": test}
+        for noise in NOISES:
+            for snr in SNRS_DB:
+                noisy = []
+                for clip in test:
+                    source = (
+                        rng.standard_normal(clip.size) if noise == "white" else babble(train_speech, clip.size, rng)
+                    )
+                    noisy.append(mix(clip, source, snr))
+                conditions[f"{noise} {snr} dB"] = noisy
+        folds[fold_dir.name] = {
+            name: {
+                "raw": scores(recognizer, clips, truth),
+                "denoised": scores(recognizer, [reduce_noise(c) for c in clips], truth),
+            }
+            for name, clips in conditions.items()
+        }
+        print(
+            f"{folds_dir} {fold_dir.name}: "
+            + ", ".join(f"{k} {v['raw']['accuracy']:.2f}" for k, v in folds[fold_dir.name].items())
+        )
+    return folds
+
+
+def training_noise(folds_dir: Path) -> float | None:
+    """The --noise share the fold models were trained with, from the crossval report beside them."""
+    model_type = json.loads(next(folds_dir.glob("fold*/config.json")).read_text())["model_type"]
+    report = folds_dir.parent.parent / f"cv_{model_type}.json"  # crossval --reports R --save-models R/models
+    if not report.is_file():
+        return None
+    return json.loads(report.read_text())["train_config"].get("noise", 0.0)
+
+
+def summarize(folds: dict) -> dict:
+    first = next(iter(folds.values()))
+    return {
+        condition: {
+            variant: {
+                metric: {
+                    "mean": float(np.mean([f[condition][variant][metric] for f in folds.values()])),
+                    "std": float(np.std([f[condition][variant][metric] for f in folds.values()])),
+                }
+                for metric in ("accuracy", "macro_f1")
+            }
+            for variant in ("raw", "denoised")
+        }
+        for condition in first
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folds", type=Path, action="append", required=True, help="fold models (repeatable)")
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--reports", type=Path, default=REPORTS_DIR)
+    args = parser.parse_args(argv)
+
+    dataset = data.load_ravdess(args.data, actors=fold_actors(args.folds[0]))
+    audio = [data.decode(cell) for cell in dataset["audio"]]
+    labels = np.asarray(dataset["emotion"])
+    runs = {}
+    for folds_dir in args.folds:
+        folds = evaluate_folds(folds_dir, audio, labels)
+        runs[str(folds_dir)] = {
+            "noise_augmentation": training_noise(folds_dir),
+            "folds": folds,
+            "summary": summarize(folds),
+        }
+    common = set.intersection(*(set(run["folds"]) for run in runs.values()))
+    for run in runs.values():
+        run["summary_on_common_folds"] = summarize({k: v for k, v in run["folds"].items() if k in common})
+    model_type = json.loads(next(args.folds[0].glob("fold*/config.json")).read_text())["model_type"]
+    report = {
+        "model": model_type,
+        "command": "python -m train.noise " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "snr_db": SNRS_DB,
+        "common_folds": sorted(common),
+        "runs": runs,
+    }
+    args.reports.mkdir(parents=True, exist_ok=True)
+    (args.reports / f"noise_{model_type}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
