@@ -82,6 +82,7 @@ def cross_validate(
             np.savez(
                 fold_dir / "predictions.npz",
                 actors=np.unique(actor_of_row),  # the row numbers below index a dataset of these actors
+                noise=config.noise,
                 train_rows=split.train,
                 validation_rows=split.validation,
                 test_rows=split.test,

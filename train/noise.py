@@ -96,13 +96,10 @@ def evaluate_folds(folds_dir: Path, audio: list[np.ndarray], labels: np.ndarray)
     return folds
 
 
-def training_noise(folds_dir: Path) -> float | None:
-    """The --noise share the fold models were trained with, from the crossval report beside them."""
-    model_type = json.loads(next(folds_dir.glob("fold*/config.json")).read_text())["model_type"]
-    report = folds_dir.parent.parent / f"cv_{model_type}.json"  # crossval --reports R --save-models R/models
-    if not report.is_file():
-        return None
-    return json.loads(report.read_text())["train_config"].get("noise", 0.0)
+def training_noise(folds_dir: Path) -> float:
+    """The --noise share the fold models were trained with (saved beside their logits)."""
+    saved = np.load(next(folds_dir.glob("fold*/predictions.npz")))
+    return float(saved["noise"]) if "noise" in saved else 0.0  # saved before the option existed: no noise
 
 
 def summarize(folds: dict) -> dict:
