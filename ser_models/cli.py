@@ -1,9 +1,15 @@
-"""Command line: ``python -m ser_models predict FILE... [--model NAME] [--format json|csv]``.
+"""Command line: ``python -m ser_models predict FILE_OR_FOLDER... [--model NAME] [--format json|csv]``.
+
+Folders are scored file by file (``--recursive`` descends into sub-folders), in batches, with a
+progress bar and a throughput line on stderr. ``--segments`` gives each file's emotion timeline
+(one row per window of speech), ``--session`` treats all files as takes of one speaker and adapts
+to them (``ser_models.session``), ``--denoise`` reduces background noise first.
 
 ``python -m ser_models export-onnx FOLDER...`` writes the ONNX export served by default
 (``model.onnx``) beside a model's weights; run it after replacing the weights.
 
-JSON output is one object per line: {"file", "label", "probabilities"}. A file that
+JSON output is one object per line: {"file", "label", "probabilities"} (with --segments also
+"segment", "start", "end" in seconds). A file that
 cannot be analysed is reported on stderr and skipped; the others are still predicted,
 and the exit status is 1 when any file failed (2 when the model itself cannot load).
 """
@@ -14,21 +20,28 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
-from .audio import AudioError, load_audio
+from .audio import MAX_SECONDS, SAMPLE_RATE, AudioError, load_audio
+from .denoise import reduce_noise
 from .inference import DEFAULT_MODEL, MODEL_DESCRIPTIONS, EmotionRecognizer
 from .labels import EMOTIONS
 from .models import ModelLoadError
+from .segments import TIMELINE_MAX_SECONDS, timeline
+from .session import adapt_all
 
 FILES_PER_BATCH = 64
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ser_models", description="Speech emotion recognition (RAVDESS).")
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="predict the emotion of audio files")
-    predict.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3)")
+    predict.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3) or folders of them")
+    predict.add_argument("--recursive", "-r", action="store_true", help="also score files in sub-folders")
     predict.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -36,38 +49,97 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MODEL})",
     )
     predict.add_argument("--format", choices=["json", "csv"], default="json", help="JSON lines (default) or CSV")
+    predict.add_argument(
+        "--segments", action="store_true", help="an emotion timeline per file: one row per window of speech"
+    )
+    predict.add_argument(
+        "--session", action="store_true", help="all files are takes of one speaker: adapt to that voice"
+    )
+    predict.add_argument("--denoise", action="store_true", help="reduce background noise before the analysis")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     export = commands.add_parser("export-onnx", help="write model.onnx beside the weights of model folders")
     export.add_argument("folders", nargs="+", help="model folders (config.json and model.safetensors)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "export-onnx":
         return _export_onnx(args.folders)
+    if args.segments and args.session:
+        parser.error("--segments and --session do not combine: adapt whole files or segment them, not both")
     try:
         recognizer = EmotionRecognizer.from_pretrained(args.model)
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    write = _csv_writer() if args.format == "csv" else _json_writer
-    failed = 0
-    for batch in _batches(args.files, FILES_PER_BATCH):
+    files = list(expand(args.files, args.recursive))
+    if not files:
+        print("error: no audio files found", file=sys.stderr)
+        return 1
+    write = _csv_writer(args.segments) if args.format == "csv" else _json_writer
+    prepare = reduce_noise if args.denoise else (lambda audio: audio)
+    max_seconds = TIMELINE_MAX_SECONDS if args.segments else MAX_SECONDS
+    started, audio_seconds, failed, results = time.perf_counter(), 0.0, 0, []
+    progress = _progress(len(files), disabled=args.no_progress)
+    for batch in _batches(files, FILES_PER_BATCH):
         names, speech = [], []
         for name in batch:
             try:
-                speech.append(recognizer.trim(load_audio(name)))
-                names.append(name)
+                audio = prepare(load_audio(name, max_seconds=max_seconds))
+                audio_seconds += audio.size / SAMPLE_RATE
+                if args.segments:
+                    _write_timeline(recognizer, name, audio, write)
+                else:
+                    speech.append(recognizer.trim(audio))
+                    names.append(name)
             except AudioError as error:
                 failed += 1
                 print(f"error: {name}: {error}", file=sys.stderr)
         if speech:
-            for name, probabilities in zip(names, recognizer.predict_speech(speech), strict=True):
-                write(name, probabilities)
+            results += zip(names, recognizer.predict_speech(speech), strict=True)
+            if not args.session:  # a session's results wait until every take is in
+                for name, probabilities in results:
+                    write(name, probabilities)
+                results = []
         sys.stdout.flush()
+        progress.update(len(batch))
+    progress.close()
+    if args.session and results:
+        for (name, _), adapted in zip(results, adapt_all([p for _, p in results]), strict=True):
+            write(name, adapted)
+    seconds = time.perf_counter() - started
+    print(
+        f"scored {len(files) - failed} of {len(files)} file(s), {audio_seconds:.1f} s of audio, in {seconds:.2f} s: "
+        f"{(len(files) - failed) / seconds:.1f} files/s, {audio_seconds / seconds:.0f}x real time",
+        file=sys.stderr,
+    )
     if failed:
-        print(f"{failed} of {len(args.files)} file(s) could not be analysed", file=sys.stderr)
+        print(f"{failed} of {len(files)} file(s) could not be analysed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def expand(paths: Sequence[str], recursive: bool = False) -> Iterator[str]:
+    """Files as given; folders replaced by the audio files in them (sorted), sub-folders with ``recursive``."""
+    for path in paths:
+        folder = Path(path)
+        if not folder.is_dir():
+            yield path
+            continue
+        pattern = "**/*" if recursive else "*"
+        yield from sorted(str(p) for p in folder.glob(pattern) if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+def _write_timeline(recognizer: EmotionRecognizer, name: str, audio, write: Callable) -> None:
+    for segment in timeline(recognizer, audio).segments:
+        write(name, segment.probabilities, segment)
+
+
+def _progress(total: int, disabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="file", desc="scoring", disable=disabled or total < 2, file=sys.stderr)
 
 
 def _export_onnx(folders: Sequence[str]) -> int:
@@ -87,18 +159,20 @@ def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
-def _json_writer(name: str, probabilities: dict[str, float]) -> None:
+def _json_writer(name: str, probabilities: dict[str, float], segment=None) -> None:
     label = max(probabilities, key=probabilities.get)
-    print(json.dumps({"file": name, "label": label, "probabilities": probabilities}))
+    where = {} if segment is None else {"segment": segment.segment, "start": segment.start, "end": segment.end}
+    print(json.dumps({"file": name, **where, "label": label, "probabilities": probabilities}))
 
 
-def _csv_writer():
+def _csv_writer(segments: bool = False):
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["file", "label", *EMOTIONS])
+    writer.writerow(["file", *(["segment", "start", "end"] if segments else []), "label", *EMOTIONS])
 
-    def write(name: str, probabilities: dict[str, float]) -> None:
+    def write(name: str, probabilities: dict[str, float], segment=None) -> None:
         label = max(probabilities, key=probabilities.get)
-        writer.writerow([name, label, *(f"{probabilities[e]:.6f}" for e in EMOTIONS)])
+        where = [] if segment is None else [segment.segment, f"{segment.start:.3f}", f"{segment.end:.3f}"]
+        writer.writerow([name, *where, label, *(f"{probabilities[e]:.6f}" for e in EMOTIONS)])
 
     return write
 

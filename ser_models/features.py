@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
-import librosa
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -26,6 +26,7 @@ N_FRAMES = N_SAMPLES // HOP_LENGTH + 1  # 201 frames per model input
 TOP_DB = 25.0  # silence threshold for trimming, relative to the loudest frame
 SILENCE_DBFS = -60.0  # a recording whose loudest frame is quieter than this is silence
 MIN_SPEECH_SECONDS = 0.5
+MEL_FILTERS_PATH = Path(__file__).parent / "assets" / "mel_filters.npz"
 DB_RANGE = 80.0  # log-mel floor below the utterance's peak, as librosa.power_to_db(top_db=80)
 
 
@@ -118,9 +119,14 @@ def chunk_starts(n_samples: int, length: int = N_SAMPLES, hop: int = N_SAMPLES /
 
 @cache
 def mel_filters(device: torch.device | str = "cpu") -> torch.Tensor:
-    """Slaney-style mel filterbank (N_MELS × N_FFT/2+1), built once per device."""
-    filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)
-    return torch.from_numpy(filters).to(device)
+    """Slaney-style mel filterbank (N_MELS × N_FFT/2+1), loaded once per device.
+
+    Saved from ``librosa.filters.mel(sr=16000, n_fft=1024, n_mels=64)`` into assets/mel_filters.npz
+    (tests/test_features.py checks they still agree): building it at run time imports half of
+    librosa, which cost the first prediction of every process about a second.
+    """
+    with np.load(MEL_FILTERS_PATH) as saved:
+        return torch.from_numpy(saved[f"mel_{N_MELS}"]).to(device)
 
 
 @cache

@@ -48,3 +48,60 @@ def test_csv_output(sample_clips, capsys):
 def test_unknown_model_exits_2(sample_clips, capsys):
     assert main(["predict", str(sample_clips[0]), "--model", "no/such/thing"]) == 2
     assert "neither a model folder nor a Hub repo id" in capsys.readouterr().err
+
+
+def test_folder_mode_scores_every_audio_file_and_reports_throughput(ravdess_dir, tmp_path, capsys):
+    import shutil
+
+    nested = tmp_path / "corpus" / "deeper"
+    nested.mkdir(parents=True)
+    clips = sorted((ravdess_dir / "Actor_04").glob("*.flac"))[:6]
+    for clip in clips[:4]:
+        shutil.copy(clip, tmp_path / "corpus")
+    for clip in clips[4:]:
+        shutil.copy(clip, nested)
+    (tmp_path / "corpus" / "notes.txt").write_text("not audio, not picked up")
+
+    assert main(["predict", str(tmp_path / "corpus"), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 4 and "scored 4 of 4 file(s)" in err and "files/s" in err
+
+    assert main(["predict", str(tmp_path / "corpus"), "--recursive", "--format", "csv", "--no-progress"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert sorted(__import__("pathlib").Path(r["file"]).name for r in rows) == sorted(c.name for c in clips)
+
+
+def test_segments_give_a_timeline_per_file(sample_clips, tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    from ser_models import load_audio
+
+    recording = tmp_path / "two_sentences.wav"
+    silence = np.zeros(24000, np.float32)
+    sf.write(
+        recording, np.concatenate([silence, load_audio(sample_clips[4]), silence, load_audio(sample_clips[5])]), 16000
+    )
+    assert main(["predict", str(recording), "--segments", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["segment"] for r in rows] == [0, 1]
+    assert rows[0]["start"] >= 1.0 and rows[0]["end"] < rows[1]["start"]
+    for row in rows:
+        assert abs(sum(row["probabilities"].values()) - 1) < 1e-6
+    assert main(["predict", str(recording), "--segments", "--format", "csv", "--no-progress"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header == ",".join(["file", "segment", "start", "end", "label", *EMOTIONS])
+
+
+def test_session_adapts_all_files_together_and_denoise_runs(sample_clips, capsys):
+    from ser_models import EmotionRecognizer
+    from ser_models.session import adapt_all
+
+    files = list(map(str, sample_clips))
+    assert main(["predict", *files, "--session", "--model", "mfcc-mlp", "--no-progress"]) == 0
+    adapted = [json.loads(line)["probabilities"] for line in capsys.readouterr().out.splitlines()]
+    plain = [EmotionRecognizer.from_pretrained("mfcc-mlp").predict_file(f) for f in files]
+    expected = adapt_all(plain)
+    assert all(abs(a[e] - b[e]) < 1e-5 for a, b in zip(adapted, expected, strict=True) for e in EMOTIONS)
+    assert main(["predict", files[0], "--denoise", "--no-progress"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1

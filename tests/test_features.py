@@ -15,6 +15,11 @@ def test_trim_matches_librosa(angry_clip):
     assert (trimmed.start, trimmed.end) == (start, end)
 
 
+def test_shipped_mel_filters_are_librosas():
+    expected = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=features.N_FFT, n_mels=features.N_MELS)
+    assert torch.equal(features.mel_filters(), torch.from_numpy(expected))
+
+
 def test_mfcc_statistics_match_librosa(angry_clip):
     speech = features.trim_silence(load_audio(angry_clip)).audio
     audio, lengths = features.batch_inputs([speech])
