@@ -8,6 +8,7 @@ set of messages explains what is not.
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import warnings
@@ -85,7 +86,7 @@ def load_audio(source: str | os.PathLike | bytes, max_seconds: float = MAX_SECON
             if f.frames > 0 and f.frames / sample_rate > max_seconds:
                 raise TooLongError(_too_long_message(f.frames / sample_rate, max_seconds))
             samples = f.read(dtype="float32", always_2d=True)
-            promised = _promised_frames(f)
+            promised = _promised_frames(f) if f.format == "WAV" else f.frames
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
@@ -127,13 +128,14 @@ def to_mono_16k(waveform: np.ndarray, sample_rate: int, max_seconds: float = MAX
         raise UnsupportedAudioError(f"audio must be 1-D or 2-D (samples × channels), got shape {samples.shape}")
     if samples.size / sample_rate > max_seconds:
         raise TooLongError(_too_long_message(samples.size / sample_rate, max_seconds))
-    if not np.isfinite(samples).all():
+    magnitude = np.abs(samples)
+    peak = float(magnitude.max())  # NaN and Inf propagate to the max: one pass checks all three
+    if not math.isfinite(peak):
         raise InvalidSamplesError("the audio contains NaN or infinite values; the recording is corrupt")
-    peak = float(np.abs(samples).max())
     if peak > 1.0:
         # Float audio outside [-1, 1] is legal but unusual; rescale instead of refusing.
-        samples = samples / peak
-    if np.mean(np.abs(samples) >= 0.999) > 0.001:
+        samples, magnitude, peak = samples / peak, magnitude / peak, 1.0
+    if peak >= 0.999 and np.mean(magnitude >= 0.999) > 0.001:
         warnings.warn(
             "the recording is clipped (too loud): move away from the microphone or lower the input gain",
             ClippingWarning,
