@@ -55,3 +55,37 @@ def test_analyze_without_audio_then_upload_pick_model_and_see_the_bars(server_ur
         if SCREENSHOT:
             shutil.copy(tmp_path / "app.png", SCREENSHOT)
         browser.close()
+
+
+def test_feedback_without_consent_and_the_long_recording_tab(server_url, sample_clips, tmp_path):
+    import numpy as np
+    import soundfile as sf
+    from playwright.sync_api import expect, sync_playwright
+
+    from ser_models import load_audio
+
+    recording = tmp_path / "three_sentences.wav"
+    pause = np.zeros(16000, np.float32)
+    sf.write(recording, np.concatenate([np.concatenate([pause, load_audio(c)]) for c in sample_clips[:3]]), 16000)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(server_url)
+        page.get_by_role("button", name="Upload file").first.click()
+        page.locator("input[type=file]").first.set_input_files(str(sample_clips[0]))
+        page.get_by_role("button", name="Analyze", exact=True).click()
+        expect(page.locator("#verdict")).to_contain_text("model heard", timeout=30_000)
+        page.get_by_text("Was the model right? Help it improve").click()
+        page.get_by_role("button", name="Send feedback").click()  # the consent box is off by default
+        expect(page.get_by_text("Nothing was stored")).to_be_visible(timeout=15_000)
+
+        page.get_by_role("tab", name="Long recording").click()
+        page.get_by_test_id("waveform-Recording").get_by_test_id("file-upload").set_input_files(str(recording))
+        page.get_by_role("button", name="Analyze timeline").click()
+        expect(page.get_by_text("3 speech segment(s)")).to_be_visible(timeout=60_000)
+        expect(
+            page.locator("img[src^='data:image'], .matplotlib img, [data-testid='matplotlib'] img").first
+        ).to_be_visible()
+        if SCREENSHOT:
+            page.screenshot(path=str(Path(SCREENSHOT).with_name("app_timeline.png")), full_page=True)
+        browser.close()
