@@ -3,7 +3,8 @@
 Folders are scored file by file (``--recursive`` descends into sub-folders), in batches, with a
 progress bar and a throughput line on stderr. ``--segments`` gives each file's emotion timeline
 (one row per window of speech), ``--session`` treats all files as takes of one speaker and adapts
-to them (``ser_models.session``), ``--denoise`` reduces background noise first.
+to them (``ser_models.session``; with ``--segments``, each file's windows are adapted to that file's
+voice), ``--denoise`` reduces background noise first.
 
 ``python -m ser_models export-onnx FOLDER...`` writes the ONNX export served by default
 (``model.onnx``) beside a model's weights; run it after replacing the weights.
@@ -53,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--segments", action="store_true", help="an emotion timeline per file: one row per window of speech"
     )
     predict.add_argument(
-        "--session", action="store_true", help="all files are takes of one speaker: adapt to that voice"
+        "--session",
+        action="store_true",
+        help="all files are takes of one speaker: adapt to that voice (with --segments: each file is one speaker)",
     )
     predict.add_argument("--denoise", action="store_true", help="reduce background noise before the analysis")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -67,8 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "export-onnx":
         return _export_onnx(args.folders)
-    if args.segments and args.session:
-        parser.error("--segments and --session do not combine: adapt whole files or segment them, not both")
     try:
         recognizer = EmotionRecognizer.from_pretrained(args.model)
     except ModelLoadError as error:
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 audio = prepare(load_audio(name, max_seconds=max_seconds))
                 audio_seconds += audio.size / SAMPLE_RATE
                 if args.segments:
-                    _write_timeline(recognizer, name, audio, write)
+                    _write_timeline(recognizer, name, audio, write, one_speaker=args.session)
                 else:
                     speech.append(recognizer.trim(audio))
                     names.append(name)
@@ -131,8 +132,8 @@ def expand(paths: Sequence[str], recursive: bool = False) -> Iterator[str]:
         yield from sorted(str(p) for p in folder.glob(pattern) if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
 
 
-def _write_timeline(recognizer: EmotionRecognizer, name: str, audio, write: Callable) -> None:
-    for segment in timeline(recognizer, audio).segments:
+def _write_timeline(recognizer: EmotionRecognizer, name: str, audio, write: Callable, one_speaker: bool) -> None:
+    for segment in timeline(recognizer, audio, one_speaker=one_speaker).segments:
         write(name, segment.probabilities, segment)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from . import features
 from .audio import SAMPLE_RATE, SilentAudioError
 from .inference import EmotionRecognizer
+from .session import adapt_all
 
 log = logging.getLogger("ser_models.segments")
 
@@ -91,8 +92,13 @@ def timeline(
     audio: np.ndarray,
     vad: str = "auto",
     progress: Callable[[float, str], None] | None = None,
+    one_speaker: bool = False,
 ) -> Timeline:
-    """The emotion timeline of a long 16 kHz mono recording (see ``audio.load_audio``)."""
+    """The emotion timeline of a long 16 kHz mono recording (see ``audio.load_audio``).
+
+    With ``one_speaker``, every window is adapted to the voice of the whole recording
+    (``session.adapt_all``): right for one person's monologue, wrong for a conversation.
+    """
     report = progress or (lambda fraction, message: None)
     report(0.0, "finding speech")
     regions, method = speech_regions(audio, vad)
@@ -118,6 +124,9 @@ def timeline(
             strict=True,
         ):
             segments.append(Segment(owner, start / SAMPLE_RATE, end / SAMPLE_RATE, probabilities))
+    if one_speaker:
+        adapted = adapt_all([segment.probabilities for segment in segments])
+        segments = [replace(segment, probabilities=p) for segment, p in zip(segments, adapted, strict=True)]
     report(1.0, "done")
     notes = []
     if len(kept) < len(regions):

@@ -78,3 +78,16 @@ def test_ten_minute_recording(ravdess_dir):
     assert result.seconds == 600
     assert len(result.speech_regions) >= len(truth) * (repeats - 1)
     assert all(math.isclose(sum(s.probabilities.values()), 1, abs_tol=1e-6) for s in result.segments)
+
+
+def test_one_speaker_timeline_adapts_its_windows_to_the_recording(ravdess_dir):
+    from ser_models.session import adapt_all
+
+    audio, _ = spoken_sequence(ravdess_dir, clips=6)
+    recognizer = EmotionRecognizer.from_pretrained("mfcc-mlp")
+    plain = timeline(recognizer, audio, vad="energy")
+    adapted = timeline(recognizer, audio, vad="energy", one_speaker=True)
+    expected = adapt_all([s.probabilities for s in plain.segments])
+    assert [(s.start, s.end) for s in adapted.segments] == [(s.start, s.end) for s in plain.segments]
+    for segment, probabilities in zip(adapted.segments, expected, strict=True):
+        assert all(abs(segment.probabilities[e] - probabilities[e]) < 1e-9 for e in EMOTIONS)
