@@ -78,10 +78,17 @@ def feedback(last: dict | None, true_label: str | None, consent: bool, sentence:
     return submit_feedback(FEEDBACK, last, true_label, consent, sentence)
 
 
-def long_recording(audio: str | None, model: str, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+def long_recording(
+    audio: str | None,
+    model: str,
+    one_speaker: bool = False,
+    progress=gr.Progress(),  # noqa: B008 (Gradio injects it)
+):
     """The emotion timeline of a long recording: summary, plot and one row per window."""
     try:
-        result = analyze_long(RECOGNIZERS[model], audio, progress=lambda f, m: progress(f, desc=m))
+        result = analyze_long(
+            RECOGNIZERS[model], audio, progress=lambda f, m: progress(f, desc=m), one_speaker=one_speaker
+        )
     except AudioError as error:
         raise gr.Error(str(error)[:1].upper() + str(error)[1:], title="Cannot analyse this audio") from None
     overall = result.overall()
@@ -159,6 +166,11 @@ with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)", delete_cache=(3600,
             long_audio = gr.Audio(sources=["upload"], type="filepath", label="Recording")
             with gr.Column():
                 long_model = gr.Radio(MODEL_CHOICES, value=DEFAULT_MODEL, label="Model")
+                long_one_speaker = gr.Checkbox(
+                    value=False,
+                    label="One speaker: adapt to this voice",
+                    info="For one person's monologue; leave off for conversations.",
+                )
                 timeline_button = gr.Button("Analyze timeline", variant="primary")
         timeline_summary = gr.Markdown()
         timeline_plot = gr.Plot(label="Emotion timeline")
@@ -188,7 +200,10 @@ with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)", delete_cache=(3600,
     )
     send.click(feedback, [last, true_label, consent, sentence], feedback_status, api_name="feedback")
     timeline_button.click(
-        long_recording, [long_audio, long_model], [timeline_summary, timeline_plot, timeline_rows], api_name="timeline"
+        long_recording,
+        [long_audio, long_model, long_one_speaker],
+        [timeline_summary, timeline_plot, timeline_rows],
+        api_name="timeline",
     )
     live_audio.stream(
         live,

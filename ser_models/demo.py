@@ -210,11 +210,14 @@ def live_step(
     return state
 
 
-def analyze_long(recognizer: EmotionRecognizer, path: str | None, progress=None, vad: str = "auto") -> Timeline:
+def analyze_long(
+    recognizer: EmotionRecognizer, path: str | None, progress=None, vad: str = "auto", one_speaker: bool = False
+) -> Timeline:
     """The emotion timeline of an uploaded recording of up to TIMELINE_MAX_SECONDS."""
     if path is None:
         raise AudioError("no audio: upload a recording first")
-    return timeline(recognizer, load_audio(path, max_seconds=TIMELINE_MAX_SECONDS), vad=vad, progress=progress)
+    audio = load_audio(path, max_seconds=TIMELINE_MAX_SECONDS)
+    return timeline(recognizer, audio, vad=vad, progress=progress, one_speaker=one_speaker)
 
 
 def timeline_table(result: Timeline) -> list[list]:

@@ -131,6 +131,8 @@ def timeline(
     notes = []
     if len(kept) < len(regions):
         notes.append(f"{len(regions) - len(kept)} speech burst(s) under {features.MIN_SPEECH_SECONDS} s were skipped")
+    if one_speaker:
+        notes.append(f"Every window was adapted to the voice of the whole recording ({len(segments)} windows).")
     return Timeline(
         segments=segments,
         speech_regions=[(start / SAMPLE_RATE, end / SAMPLE_RATE) for start, end in kept],

@@ -168,9 +168,9 @@ def test_timeline_endpoint(server_url, sample_clips, tmp_path):
     parts = [np.concatenate([load_audio(p), np.zeros(16000, np.float32)]) for p in sample_clips[:3]]
     sf.write(recording, np.concatenate(parts), 16000)
     summary, plot, rows = Client(server_url, verbose=False).predict(
-        handle_file(str(recording)), "mel-cnn", api_name="/timeline"
+        handle_file(str(recording)), "mel-cnn", True, api_name="/timeline"
     )
-    assert "3 speech segment(s)" in summary and plot["type"] == "matplotlib"
+    assert "3 speech segment(s)" in summary and "adapted to the voice" in summary and plot["type"] == "matplotlib"
     assert len(rows["data"]) == 3 and rows["headers"][4:] == list(EMOTIONS)
     assert all(abs(sum(row[4:]) - 1) < 0.01 for row in rows["data"])
 
