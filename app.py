@@ -19,6 +19,7 @@ from ser_models.demo import (
     LiveState,
     analyze,
     analyze_long,
+    describe_timeline,
     last_reading,
     live_step,
     load_recognizers,
@@ -46,6 +47,16 @@ def sentence_markdown(sentence: str) -> str:
     return f"“{sentence}”"
 
 
+def recognizer_for(model: str):
+    if model not in RECOGNIZERS:
+        raise gr.Error(f"unknown model {model!r}; choose one of {', '.join(RECOGNIZERS)}")
+    return RECOGNIZERS[model]
+
+
+def user_error(error: AudioError) -> gr.Error:
+    return gr.Error(str(error)[:1].upper() + str(error)[1:], title="Cannot analyse this audio")
+
+
 def predict(
     audio: str | None,
     model: str,
@@ -55,14 +66,13 @@ def predict(
     voices: dict[str, SpeakerSession] | None = None,
 ):
     """Analyse one recording: all eight probabilities, the verdict, the spectrogram and details."""
-    if model not in RECOGNIZERS:
-        raise gr.Error(f"unknown model {model!r}; choose one of {', '.join(RECOGNIZERS)}")
+    recognizer = recognizer_for(model)
     voices = voices or {}
     session = voices.setdefault(model, SpeakerSession()) if my_voice else None  # one per model: outputs differ
     try:
-        reading = analyze(RECOGNIZERS[model], audio, target or None, session=session, denoise=denoise)
+        reading = analyze(recognizer, audio, target or None, session=session, denoise=denoise)
     except AudioError as error:
-        raise gr.Error(str(error)[:1].upper() + str(error)[1:], title="Cannot analyse this audio") from None
+        raise user_error(error) from None
     return (
         reading.analysis.probabilities,
         reading.verdict,
@@ -85,21 +95,12 @@ def long_recording(
     progress=gr.Progress(),  # noqa: B008 (Gradio injects it)
 ):
     """The emotion timeline of a long recording: summary, plot and one row per window."""
+    recognizer = recognizer_for(model)
     try:
-        result = analyze_long(
-            RECOGNIZERS[model], audio, progress=lambda f, m: progress(f, desc=m), one_speaker=one_speaker
-        )
+        result = analyze_long(recognizer, audio, progress=lambda f, m: progress(f, desc=m), one_speaker=one_speaker)
     except AudioError as error:
-        raise gr.Error(str(error)[:1].upper() + str(error)[1:], title="Cannot analyse this audio") from None
-    overall = result.overall()
-    top = max(overall, key=overall.get)
-    summary = (
-        f"{result.seconds:.1f} s analysed, {len(result.speech_regions)} speech segment(s), "
-        f"{len(result.segments)} window(s) (voice activity: {result.vad}). "
-        f"Over the whole recording: **{top}** ({overall[top]:.0%})."
-    )
-    summary += "".join(f"\n\n{note}" for note in result.notes)
-    return summary, timeline_figure(result), timeline_table(result)
+        raise user_error(error) from None
+    return describe_timeline(result), timeline_figure(result), timeline_table(result)
 
 
 def live(chunk, model: str, state: LiveState | None):

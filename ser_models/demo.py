@@ -220,6 +220,17 @@ def analyze_long(
     return timeline(recognizer, audio, vad=vad, progress=progress, one_speaker=one_speaker)
 
 
+def describe_timeline(result: Timeline) -> str:
+    overall = result.overall()
+    top = max(overall, key=overall.get)
+    summary = (
+        f"{result.seconds:.1f} s analysed, {len(result.speech_regions)} speech segment(s), "
+        f"{len(result.segments)} window(s) (voice activity: {result.vad}). "
+        f"Over the whole recording: **{top}** ({overall[top]:.0%})."
+    )
+    return summary + "".join(f"\n\n{note}" for note in result.notes)
+
+
 def timeline_table(result: Timeline) -> list[list]:
     """One row per window: start, end, label, its probability, then all eight probabilities."""
     return [
