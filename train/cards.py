@@ -434,6 +434,17 @@ Produced by `python -m train.cards`.
 **Known issues.** Acted, studio-quality speech from 20 North American actors reading two fixed sentences:
 models trained on it see little variation in content, language, recording conditions and speaking style.
 
+## User feedback (optional, consented)
+
+The app can collect what users say a clip expressed (`ser_models/feedback.py`). Only when the user ticks
+the consent box (off by default) is anything written: one folder per record under `$SER_FEEDBACK_DIR`,
+holding `clip.flac` (16 kHz mono, at most 60 s) and `metadata.jsonl` with `id`, `timestamp` (UTC),
+`true_label` (the user's), `target` (the emotion they meant to act), `prediction`, `model`, the eight
+`probabilities`, `sentence` and `seconds`. With `$SER_FEEDBACK_REPO` set, the folder is pushed to that Hub
+dataset every 10 minutes. Speakers are anonymous and unknown, so feedback can add training data
+(`python -m train.cnn --feedback DIR`) but never enters a speaker-independent test fold. No feedback was used
+to train the bundled models.
+
 ## Citation
 
 ```bibtex
