@@ -51,7 +51,7 @@ def test_calibration_command_on_saved_folds(ravdess_dir, tmp_path):
 
     crossval.main(
         ["--model", "mfcc-mlp", "--protocol", "speaker-independent", "--actors", *"1 2 3 4 5 6".split()]
-        + ["--folds", "3", "--epochs", "3", "--reports", str(tmp_path), "--save-models", str(tmp_path / "m")]
+        + ["--folds", "3", "--epochs", "2", "--reports", str(tmp_path), "--save-models", str(tmp_path / "m")]
     )
     model_dir = tmp_path / "m" / "speaker-independent" / "fold0"
     report = calibration.main(

@@ -36,7 +36,12 @@ def test_calibration_session_and_noise_sections_show_the_measured_figures(tmp_pa
                 "nll_before": STAT,
                 "nll_after": STAT,
             },
-            "applied": {"validation_actors": [3, 8], "temperature": 1.65},
+            "applied": {
+                "validation_actors": [3, 8],
+                "temperature": 1.65,
+                "validation_ece_before": 0.1,
+                "validation_ece_after": 0.09,
+            },
         },
     )
     text = cards.calibration_section(tmp_path)
