@@ -110,15 +110,13 @@ class EmotionRecognizer:
             for window in features.chunk(audio):
                 windows.append(window)
                 owner.append(index)
-        # Batch only windows the model sees at the same input size (see EmotionModel.input_frames).
-        groups: dict[int, list[int]] = {}
-        for i, window in enumerate(windows):
-            groups.setdefault(self.model.input_frames(window.size), []).append(i)
-        probabilities = np.empty((len(windows), len(self.labels)))
-        for members in groups.values():
-            for start in range(0, len(members), BATCH_SIZE):
-                batch = members[start : start + BATCH_SIZE]
-                probabilities[batch] = self._window_probabilities([windows[i] for i in batch])
+        # Every window is one full 4 s input (see MelCNN.from_log_mel), so batches can mix lengths.
+        probabilities = np.concatenate(
+            [
+                self._window_probabilities(windows[start : start + BATCH_SIZE])
+                for start in range(0, len(windows), BATCH_SIZE)
+            ]
+        )
         owner_index = np.asarray(owner)
         return [
             dict(zip(self.labels, probabilities[owner_index == i].mean(axis=0).tolist(), strict=True))

@@ -74,14 +74,6 @@ class EmotionModel(nn.Module):
         """Model inputs from a log-mel batch; training calls this on cached log-mels."""
         raise NotImplementedError
 
-    def input_frames(self, length: int) -> int:
-        """How many frames the model looks at for speech of ``length`` samples.
-
-        Inference batches together only speech that gives the same number, so that
-        a clip's probabilities do not depend on what else is in its batch.
-        """
-        return features.N_FRAMES
-
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -205,15 +197,11 @@ class MelCNN(EmotionModel):
         )
 
     def from_log_mel(self, log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        normalized = features.normalized_log_mel(log_mel, lengths, per_band=self.config.normalization == "band")
-        # Cut the all-padding tail shared by the whole batch: the network pools over speech
-        # frames only (see forward), so this mostly saves work (half of it, for RAVDESS).
-        return normalized[..., : self.input_frames(int(lengths.max()))]
-
-    def input_frames(self, length: int) -> int:
-        stride = 2 ** len(self.config.channels)
-        frames = -(-int(features.valid_frames(torch.tensor(length))) // stride) * stride
-        return min(frames, features.N_FRAMES)
+        # Always the full 4 s (N_FRAMES): after BatchNorm the padding is no longer zero, so the frames
+        # next to the end of the speech depend on how much padding follows. Cropping each clip to its
+        # own length at serving time, as an earlier version did, scored 1.6 points lower on held-out
+        # actors (3 folds) than the full input the cross-validation figures were measured on.
+        return features.normalized_log_mel(log_mel, lengths, per_band=self.config.normalization == "band")
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         # Padding frames are exactly zero after normalisation; pool over the speech frames only,

@@ -148,3 +148,23 @@ def test_length_limit_is_configurable(tmp_path):
         check=True,
     )
     assert done.stdout.strip() == str(16000 * 70)
+
+
+def test_served_cnn_sees_the_full_4_s_input_that_cross_validation_scored(sample_clips):
+    """Cropping a clip's input to its own length changes the CNN's output (BatchNorm makes the
+    padding non-zero); serving must give what the evaluation, on full 4 s inputs, measured."""
+    import torch
+
+    from ser_models import features
+
+    recognizer = EmotionRecognizer.from_pretrained("mel-cnn", backend="torch")
+    speech = [recognizer.trim(load_audio(clip)) for clip in sample_clips]
+    assert min(s.size for s in speech) < features.N_SAMPLES / 2  # short clips, where a crop would bite
+    audio, lengths = features.batch_inputs(speech)
+    inputs = recognizer.model.from_log_mel(features.log_mel_spectrogram(audio), lengths)  # as train/ does
+    assert inputs.shape[-1] == features.N_FRAMES
+    with torch.inference_mode():
+        logits = recognizer.model(inputs).double() / recognizer.model.config.temperature
+    expected = torch.softmax(logits, dim=-1).numpy()
+    served = [list(recognizer.predict_speech([s])[0].values()) for s in speech]  # one at a time
+    assert np.abs(np.array(served) - expected).max() < 1e-5

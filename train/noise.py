@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from ser_models import features
+from ser_models.audio import AudioError
 from ser_models.denoise import reduce_noise
 from ser_models.inference import EmotionRecognizer
 from ser_models.labels import EMOTIONS
@@ -55,11 +56,21 @@ def babble(sources: list[np.ndarray], length: int, rng: np.random.Generator) -> 
 
 
 def scores(recognizer: EmotionRecognizer, clips: list[np.ndarray], labels: np.ndarray) -> dict[str, float]:
-    probabilities = recognizer.predict_batch([(clip, features.SAMPLE_RATE) for clip in clips])
-    predictions = np.array([EMOTIONS.index(max(p, key=p.get)) for p in probabilities])
+    """Accuracy and macro-F1; a clip the pipeline refuses (say, noise reduction left no speech) counts as wrong."""
+    kept, speech = [], []
+    for index, clip in enumerate(clips):
+        try:
+            speech.append(recognizer.trim(clip))
+            kept.append(index)
+        except AudioError:
+            pass
+    predictions = np.full(len(clips), -1)
+    for index, probabilities in zip(kept, recognizer.predict_speech(speech), strict=True):
+        predictions[index] = EMOTIONS.index(max(probabilities, key=probabilities.get))
     return {
         "accuracy": float((predictions == labels).mean()),
         "macro_f1": float(f1_score(labels, predictions, average="macro", labels=range(len(EMOTIONS)))),
+        "refused": len(clips) - len(kept),
     }
 
 
