@@ -175,7 +175,7 @@ def fit(
                 log_mel = add_noise(log_mel, lengths, mask_generator, config.noise)
             if config.spec_augment:
                 log_mel = spec_augment(log_mel, lengths, mask_generator)
-            inputs = core.from_log_mel(log_mel, lengths)
+            inputs = core.from_log_mel(log_mel, lengths, crop=True)
             if config.mixup > 0:
                 share = float(np.random.default_rng(mix_seed.integers(2**32)).beta(config.mixup, config.mixup))
                 order = torch.randperm(len(labels), generator=mask_generator).to(inputs.device)
@@ -238,5 +238,5 @@ def predict_logits(
     logits = []
     for i in range(0, len(log_mel), batch_size):
         batch, batch_lengths = log_mel[i : i + batch_size].to(device), lengths[i : i + batch_size].to(device)
-        logits.append(model(model.from_log_mel(batch, batch_lengths)).float().cpu())
+        logits.append(model(model.from_log_mel(batch, batch_lengths, crop=True)).float().cpu())
     return torch.cat(logits)
