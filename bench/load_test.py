@@ -37,7 +37,7 @@ EXPECTED_REFUSAL = "could not be decoded as audio"
 
 
 def resident_mb(pid: int) -> float:
-    """Resident memory of a process and its children (Linux /proc), in MB."""
+    """Resident memory of a process and its children, in MB."""
     import psutil
 
     process = psutil.Process(pid)

@@ -89,7 +89,8 @@ def example_inputs(model: EmotionModel, batch: int = 2) -> torch.Tensor:
 
 
 def dynamic_axes(model: EmotionModel) -> dict[str, dict[int, str]]:
-    # The CNN is fed only the frames that hold speech (MelCNN.from_log_mel), so time varies too.
+    # Serving feeds the CNN the full 4 s, but training's inputs are cropped to the batch's speech
+    # (MelCNN.from_log_mel(crop=True)): a dynamic time axis lets the export run on either.
     inputs = {0: "batch", 2: "frames"} if isinstance(model, MelCNN) else {0: "batch"}
     return {INPUT_NAME: inputs, OUTPUT_NAME: {0: "batch"}}
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import features
 from .audio import SAMPLE_RATE, SilentAudioError
-from .inference import EmotionRecognizer
+from .inference import BATCH_SIZE, EmotionRecognizer
 from .session import adapt_all
 
 log = logging.getLogger("ser_models.segments")
@@ -114,12 +114,12 @@ def timeline(
             windows.append((start + offset, min(end, start + offset + features.N_SAMPLES)))
             owners.append(index)
     segments = []
-    for first in range(0, len(windows), 64):
-        batch = windows[first : first + 64]
+    for first in range(0, len(windows), BATCH_SIZE):
+        batch = windows[first : first + BATCH_SIZE]
         report(0.1 + 0.9 * first / len(windows), f"classifying windows {first + 1}–{first + len(batch)}")
         for (start, end), owner, probabilities in zip(
             batch,
-            owners[first : first + 64],
+            owners[first : first + BATCH_SIZE],
             recognizer.predict_speech([audio[start:end] for start, end in batch]),
             strict=True,
         ):

@@ -76,6 +76,11 @@ def fold_actors(folds_dir: Path) -> list[int] | None:
     return [int(a) for a in saved["actors"]] if "actors" in saved else None
 
 
+def fold_model_type(folds_dir: Path) -> str:
+    """Which model the saved folds hold (mel-cnn or mfcc-mlp), from the first fold's config."""
+    return json.loads(next(folds_dir.glob("fold*/config.json")).read_text())["model_type"]
+
+
 def evaluate_folds(folds_dir: Path, labels: np.ndarray) -> dict:
     folds = []
     for fold_dir in sorted(folds_dir.glob("fold*")):
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     log_mel, lengths, labels, actor_of_row = load_features(args.data, fold_actors(args.folds))
-    model_type = json.loads(next(args.folds.glob("fold*/config.json")).read_text())["model_type"]
+    model_type = fold_model_type(args.folds)
     report = {
         "model": model_type,
         "command": "python -m train.calibration " + shlex.join(argv if argv is not None else sys.argv[1:]),

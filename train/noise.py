@@ -29,7 +29,7 @@ from ser_models.inference import EmotionRecognizer
 from ser_models.labels import EMOTIONS
 from ser_models.models import EmotionModel
 from train import data
-from train.calibration import fold_actors
+from train.calibration import fold_actors, fold_model_type
 from train.crossval import REPORTS_DIR
 
 SNRS_DB = (20, 10, 5)
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     common = set.intersection(*(set(run["folds"]) for run in runs.values()))
     for run in runs.values():
         run["summary_on_common_folds"] = summarize({k: v for k, v in run["folds"].items() if k in common})
-    model_type = json.loads(next(args.folds[0].glob("fold*/config.json")).read_text())["model_type"]
+    model_type = fold_model_type(args.folds[0])
     report = {
         "model": model_type,
         "command": "python -m train.noise " + shlex.join(argv if argv is not None else sys.argv[1:]),

@@ -23,7 +23,7 @@ import numpy as np
 
 from ser_models.labels import EMOTIONS
 from ser_models.session import PRIOR_WEIGHT, SpeakerSession
-from train.calibration import fit_temperature, fold_actors, softmax
+from train.calibration import fit_temperature, fold_actors, fold_model_type, softmax
 from train.crossval import REPORTS_DIR, load_features
 
 SESSION_SIZES = (5, 10, 20, None)  # None: every take of the speaker
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         key: {"mean": float(np.mean([f[key] for f in folds])), "std": float(np.std([f[key] for f in folds]))}
         for key in keys
     }
-    model_type = json.loads(next(args.folds.glob("fold*/config.json")).read_text())["model_type"]
+    model_type = fold_model_type(args.folds)
     report = {
         "model": model_type,
         "command": "python -m train.session " + shlex.join(argv if argv is not None else sys.argv[1:]),

@@ -104,7 +104,8 @@ def add_noise(log_mel: torch.Tensor, lengths: torch.Tensor, generator: torch.Gen
     def unit(p: torch.Tensor) -> torch.Tensor:
         return p / ((p * speech).sum(dim=(1, 2), keepdim=True) / (speech.sum(dim=(1, 2), keepdim=True) * n_mels))
 
-    babble = sum(unit(power).roll(shift, dims=0) for shift in (1, 2, 3))
+    talkers = unit(power)
+    babble = sum(talkers.roll(shift, dims=0) for shift in (1, 2, 3))
     white = features.mel_filters(device).sum(dim=1)[None, :, None].expand(n, n_mels, n_frames)
     use_white = (torch.rand(n, generator=generator) < 0.5).to(device)[:, None, None]
     noise = unit(torch.where(use_white, white, babble))
