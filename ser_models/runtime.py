@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from . import features
-from .models import WEIGHTS_NAME, EmotionModel, MelCNN
+from .models import WEIGHTS_NAME, EmotionModel, MelCNN, MelCRNN
 
 BACKENDS = ("torch", "onnx")
 BACKEND_ENV = "SER_BACKEND"  # overrides the default backend, e.g. SER_BACKEND=torch
@@ -91,7 +91,7 @@ def example_inputs(model: EmotionModel, batch: int = 2) -> torch.Tensor:
 def dynamic_axes(model: EmotionModel) -> dict[str, dict[int, str]]:
     # Serving feeds the CNN the full 4 s, but training's inputs are cropped to the batch's speech
     # (MelCNN.from_log_mel(crop=True)): a dynamic time axis lets the export run on either.
-    inputs = {0: "batch", 2: "frames"} if isinstance(model, MelCNN) else {0: "batch"}
+    inputs = {0: "batch", 2: "frames"} if isinstance(model, (MelCNN, MelCRNN)) else {0: "batch"}
     return {INPUT_NAME: inputs, OUTPUT_NAME: {0: "batch"}}
 
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from ser_models import EmotionRecognizer, MelCNN, MfccMLP, ModelLoadError
-from ser_models.models import CONFIG_NAME, WEIGHTS_NAME, EmotionModel, MelCNNConfig
+from ser_models.models import CONFIG_NAME, WEIGHTS_NAME, EmotionModel, MelCNNConfig, MelCRNN, reversed_within
 
 
-@pytest.mark.parametrize("model_class", [MelCNN, MfccMLP])
+@pytest.mark.parametrize("model_class", [MelCNN, MelCRNN, MfccMLP])
 def test_save_and_load_round_trip_gives_identical_outputs(tmp_path, model_class):
     torch.manual_seed(0)
     model = model_class().eval()
@@ -91,3 +91,22 @@ def test_no_pickle_in_bundled_weights():
     for folder in folders:
         # model.onnx: the onnxruntime export served by default (protobuf, no pickle either).
         assert sorted(p.name for p in folder.iterdir()) == [CONFIG_NAME, "model.onnx", WEIGHTS_NAME]
+
+
+def test_reversed_within_reverses_only_the_speech_steps():
+    sequence = torch.arange(2 * 5, dtype=torch.float32).reshape(2, 5, 1)
+    reversed_ = reversed_within(sequence, torch.tensor([3, 5]))
+    assert reversed_[:, :, 0].tolist() == [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]]
+    assert torch.equal(reversed_within(reversed_, torch.tensor([3, 5])), sequence)
+
+
+def test_crnn_speech_states_do_not_depend_on_the_padding_that_follows():
+    torch.manual_seed(0)
+    model = MelCRNN().eval()
+    frames = torch.randn(2, 12, model.config.rnn_hidden)
+    valid = torch.tensor([7, 12])
+    padded = torch.cat([frames, torch.randn(2, 13, model.config.rnn_hidden)], dim=1)  # serving's longer tail
+    with torch.inference_mode():
+        short, long = model.recurrent_states(frames, valid), model.recurrent_states(padded, valid)
+    for b, n in enumerate(valid.tolist()):
+        assert torch.allclose(short[b, :n], long[b, :n], atol=1e-6)

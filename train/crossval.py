@@ -161,7 +161,7 @@ def device_name() -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=["mel-cnn", "mfcc-mlp"], default="mel-cnn")
+    parser.add_argument("--model", choices=list(TRAIN_CONFIGS), default="mel-cnn")
     parser.add_argument("--protocol", choices=[*PROTOCOLS, "both"], default="both")
     parser.add_argument("--folds", type=int, default=splits.N_FOLDS)
     parser.add_argument(

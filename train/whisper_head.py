@@ -1,0 +1,336 @@
+"""Frozen Whisper encoder features with a small trained head: cross-validation, the padding study, the bundled model.
+
+    python -m train.whisper_head features --pad 0 8 15 30  # encoder features of every clip, cached in runs/whisper/
+    python -m train.whisper_head padding --pad 0 8 15 30   # accuracy and encoder latency per padding -> reports/
+    python -m train.whisper_head crossval                  # 5-fold CV -> reports/cv_whisper-head.json
+    python -m train.whisper_head train                     # the bundled model -> ser_models/weights/whisper-base
+
+The encoder is never trained, so its features are computed once per clip and padding length
+and cached; the head trains in seconds. Choices (padding, head size) are made on the folds'
+validation actors, never on their test actors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import evaluate
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from ser_models import features, runtime
+from ser_models.inference import WEIGHTS_DIR
+from ser_models.labels import EMOTIONS
+from ser_models.models import WhisperHead, WhisperHeadConfig
+from ser_models.whisper import BUNDLED_ENCODER, encoder_for
+from train import data, splits
+from train.crossval import METRICS_MODULE, REPORTS_DIR, chance_levels, device_name, plot_confusion
+
+MODEL_NAME = "whisper-head"
+CACHE_DIR = Path(__file__).resolve().parents[1] / "runs" / "whisper"
+PADDINGS = (0.0, 8.0, 15.0, 30.0)
+
+
+@dataclass
+class HeadTrainConfig:
+    """Every knob of the head's training, in one visible place."""
+
+    hidden: int = 0  # 0: linear (multinomial logistic regression)
+    l2: float = 1e-2  # weight penalty, chosen on the validation actors (see `padding`)
+    max_iterations: int = 200
+    seed: int = 42
+
+
+L2_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+
+
+def speech_of(dataset) -> list[np.ndarray]:
+    """The trimmed speech of every clip, as inference trims it."""
+    return [features.trim_silence(data.decode(audio)).audio for audio in dataset["audio"]]
+
+
+def encoder_features(
+    dataset,
+    encoder: str = BUNDLED_ENCODER,
+    pad_seconds: float = 0.0,
+    compute_type: str = "float32",
+    cache: Path = CACHE_DIR,
+) -> tuple[np.ndarray, float]:
+    """Pooled encoder features of every clip and the encoder's seconds per clip, cached per dataset and setting."""
+    setting = f"{encoder}|{pad_seconds}" + ("" if compute_type == "float32" else f"|{compute_type}")
+    key = hashlib.sha256(f"{dataset._fingerprint}|{setting}".encode()).hexdigest()[:16]
+    name = f"{encoder.replace('/', '--')}-pad{pad_seconds:g}-{compute_type}"
+    path = cache / f"features-{name}-{key}.npz"
+    if path.is_file():
+        with np.load(path) as stored:
+            return stored["features"], float(stored["seconds_per_clip"])
+    speech = speech_of(dataset)
+    encode = encoder_for(encoder, pad_seconds, compute_type)
+    started = time.perf_counter()
+    pooled = np.stack([encode([clip])[0] for clip in tqdm(speech, desc=f"{encoder}, pad {pad_seconds:g} s")])
+    seconds_per_clip = (time.perf_counter() - started) / len(speech)
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez(partial, features=pooled, seconds_per_clip=seconds_per_clip)
+    partial.rename(path)
+    return pooled, seconds_per_clip
+
+
+def fit_head(
+    train: tuple[np.ndarray, np.ndarray], config: HeadTrainConfig, model_config: WhisperHeadConfig
+) -> WhisperHead:
+    """Cross-entropy plus an L2 penalty on the weights, minimised full-batch with L-BFGS.
+
+    Deterministic and without early stopping (like scikit-learn's LogisticRegression), so the
+    validation actors stay free to choose the penalty and the padding.
+    """
+    torch.manual_seed(config.seed)
+    model = WhisperHead(dataclasses.replace(model_config, hidden=config.hidden))
+    inputs, targets = torch.from_numpy(train[0]), torch.from_numpy(train[1]).long()
+    model.fit_scaler(inputs)
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    optimizer = torch.optim.LBFGS(
+        model.parameters(), max_iter=config.max_iterations, history_size=20, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(inputs), targets) + config.l2 / 2 * sum(w.pow(2).sum() for w in weights)
+        loss.backward()
+        return loss
+
+    model.eval()  # no dropout or batch statistics: the objective must be deterministic for L-BFGS
+    optimizer.step(closure)
+    return model
+
+
+@torch.no_grad()
+def logits_of(model: WhisperHead, pooled: np.ndarray) -> np.ndarray:
+    return model.eval()(torch.from_numpy(pooled)).numpy()
+
+
+def validation_logits(
+    pooled: np.ndarray,
+    labels: np.ndarray,
+    fold_splits: list[splits.Split],
+    config: HeadTrainConfig,
+    model_config: WhisperHeadConfig,
+) -> list[np.ndarray]:
+    """Each fold's validation-actor logits from a head fitted on its training actors only."""
+    return [
+        logits_of(fit_head((pooled[s.train], labels[s.train]), config, model_config), pooled[s.validation])
+        for s in fold_splits
+    ]
+
+
+def select_l2(
+    pooled: np.ndarray,
+    labels: np.ndarray,
+    fold_splits: list[splits.Split],
+    config: HeadTrainConfig,
+    model_config: WhisperHeadConfig,
+) -> tuple[float, float]:
+    """The L2_GRID penalty with the best accuracy on the validation actors of all folds, and that accuracy."""
+    truth = np.concatenate([labels[s.validation] for s in fold_splits])
+    scored = []
+    for l2 in L2_GRID:
+        logits = validation_logits(pooled, labels, fold_splits, dataclasses.replace(config, l2=l2), model_config)
+        scored.append((float((np.concatenate(logits).argmax(axis=-1) == truth).mean()), l2))
+    accuracy, l2 = max(scored)
+    return l2, accuracy
+
+
+def cross_validate(
+    pooled: np.ndarray,
+    labels: np.ndarray,
+    actor_of_row: np.ndarray,
+    fold_splits: list[splits.Split],
+    config: HeadTrainConfig,
+    model_config: WhisperHeadConfig,
+    save_to: Path | None = None,
+) -> dict:
+    """Like train.crossval.cross_validate, on cached features. The penalty is chosen on the validation
+    actors first; each fold's head is then fitted on its training and validation actors."""
+    l2, validation_accuracy = select_l2(pooled, labels, fold_splits, config, model_config)
+    config = dataclasses.replace(config, l2=l2)
+    held_out_validation = validation_logits(pooled, labels, fold_splits, config, model_config)
+    metric = evaluate.load(METRICS_MODULE)
+    folds, all_true, all_pred = [], [], []
+    for k, split in enumerate(fold_splits):
+        fit_rows = np.concatenate([split.train, split.validation])
+        model = fit_head((pooled[fit_rows], labels[fit_rows]), config, model_config)
+        test_logits = logits_of(model, pooled[split.test])
+        predictions = test_logits.argmax(axis=-1)
+        if save_to is not None:
+            fold_dir = save_to / f"fold{k}"
+            model.save_pretrained(fold_dir)
+            np.savez(
+                fold_dir / "predictions.npz",
+                actors=np.unique(actor_of_row),
+                train_rows=split.train,
+                validation_rows=split.validation,
+                test_rows=split.test,
+                validation_logits=held_out_validation[k],  # from the head fitted without these actors
+                test_logits=test_logits,
+            )
+        truth = labels[split.test]
+        scores = metric.compute(predictions=predictions, references=truth, num_classes=len(EMOTIONS))
+        folds.append(
+            {
+                "fold": k,
+                "test_actors": sorted({int(a) for a in actor_of_row[split.test]}),
+                "n_train": len(fit_rows),
+                "n_test": len(split.test),
+                **{key: scores[key] for key in ("accuracy", "macro_f1", "uar")},
+            }
+        )
+        all_true.append(truth)
+        all_pred.append(predictions)
+    pooled_scores = metric.compute(
+        predictions=np.concatenate(all_pred), references=np.concatenate(all_true), num_classes=len(EMOTIONS)
+    )
+    return {
+        **{
+            key: {"mean": float(np.mean([f[key] for f in folds])), "std": float(np.std([f[key] for f in folds]))}
+            for key in ("accuracy", "macro_f1", "uar")
+        },
+        "l2": l2,
+        "validation_accuracy": validation_accuracy,
+        "per_class_recall": dict(zip(EMOTIONS, pooled_scores["per_class_recall"], strict=True)),
+        "confusion_matrix": pooled_scores["confusion_matrix"],
+        "chance": chance_levels(np.concatenate(all_true)),
+        "folds": folds,
+    }
+
+
+def _command(argv: list[str] | None) -> str:
+    return "python -m train.whisper_head " + shlex.join(argv if argv is not None else sys.argv[1:])
+
+
+def _write(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["features", "padding", "crossval", "train"])
+    parser.add_argument("--encoder", default=BUNDLED_ENCODER, help="whisper-base, or a transformers Whisper id")
+    parser.add_argument("--compute-type", default="float32", choices=["float32", "int8"])
+    parser.add_argument("--pad", type=float, nargs="*", default=None, help="padding lengths in seconds (0: none)")
+    parser.add_argument(
+        "--hidden", type=int, default=HeadTrainConfig.hidden, help="hidden units of the head (0: linear)"
+    )
+    parser.add_argument("--data", default=None, help=f"RAVDESS folder or Hub dataset id (default ${data.DATA_ENV})")
+    parser.add_argument("--actors", type=int, nargs="*", default=None)
+    parser.add_argument("--cache", type=Path, default=CACHE_DIR)
+    parser.add_argument("--reports", type=Path, default=REPORTS_DIR)
+    parser.add_argument("--save-models", type=Path, default=None, help="keep every fold's head and logits under DIR")
+    parser.add_argument("--output", type=Path, default=WEIGHTS_DIR / "whisper-base")
+    args = parser.parse_args(argv)
+
+    dataset = data.load_ravdess(args.data, actors=args.actors)
+    labels, actor_of_row = np.asarray(dataset["emotion"]), np.asarray(dataset["actor"])
+    config = HeadTrainConfig(hidden=args.hidden)
+    paddings = args.pad if args.pad else ([float(PADDINGS[-1])] if args.action != "features" else PADDINGS)
+    common = {
+        "model": MODEL_NAME,
+        "encoder": args.encoder,
+        "command": _command(argv),
+        "device": device_name(),
+        "actors": sorted({int(a) for a in actor_of_row}),
+        "clips": len(labels),
+        "head_config": asdict(config),
+    }
+
+    if args.action == "features":
+        for pad in paddings:
+            _, seconds = encoder_features(dataset, args.encoder, pad, args.compute_type, args.cache)
+            print(f"pad {pad:g} s: {seconds * 1000:.0f} ms per clip")
+        return {}
+
+    fold_splits = splits.speaker_independent_splits(actor_of_row)
+    if args.action == "padding":
+        rows = []
+        for pad in paddings:
+            pooled, seconds = encoder_features(dataset, args.encoder, pad, args.compute_type, args.cache)
+            model_config = WhisperHeadConfig(
+                encoder=args.encoder, pad_seconds=pad, compute_type=args.compute_type, hidden=config.hidden
+            )
+            result = cross_validate(pooled, labels, actor_of_row, fold_splits, config, model_config)
+            rows.append(
+                {
+                    "pad_seconds": pad,
+                    "encoder_ms_per_clip": round(seconds * 1000, 1),
+                    "validation_accuracy": result["validation_accuracy"],
+                    **{key: result[key] for key in ("accuracy", "macro_f1", "uar")},
+                }
+            )
+            print(
+                f"pad {pad:>4g} s: validation {result['validation_accuracy']:.1%}, "
+                f"test {result['accuracy']['mean']:.1%} ± {result['accuracy']['std']:.1%}, "
+                f"macro-F1 {result['macro_f1']['mean']:.3f}, encoder {seconds * 1000:.0f} ms/clip"
+            )
+        report = {**common, "protocol": "speaker-independent", "paddings": rows}
+        _write(report, args.reports / f"whisper_padding_{args.encoder.replace('/', '--')}.json")
+        return report
+
+    pad = paddings[0]
+    pooled, seconds = encoder_features(dataset, args.encoder, pad, args.compute_type, args.cache)
+    model_config = WhisperHeadConfig(
+        encoder=args.encoder, pad_seconds=pad, compute_type=args.compute_type, hidden=config.hidden
+    )
+    if args.action == "crossval":
+        started = time.perf_counter()
+        protocol = "speaker-independent"
+        save_to = args.save_models / protocol if args.save_models else None
+        result = cross_validate(pooled, labels, actor_of_row, fold_splits, config, model_config, save_to)
+        plot_confusion(
+            result["confusion_matrix"],
+            f"{MODEL_NAME} ({args.encoder}, pad {pad:g} s), {protocol}: accuracy {result['accuracy']['mean']:.1%}",
+            args.reports / f"confusion_{MODEL_NAME}_{protocol}.png",
+        )
+        print(
+            f"{MODEL_NAME} {protocol}: accuracy {result['accuracy']['mean']:.1%} ± {result['accuracy']['std']:.1%}, "
+            f"macro-F1 {result['macro_f1']['mean']:.3f} ± {result['macro_f1']['std']:.3f}"
+        )
+        report = {
+            **common,
+            "pad_seconds": pad,
+            "encoder_ms_per_clip": round(seconds * 1000, 1),
+            "protocols": {protocol: result},
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        _write(report, args.reports / f"cv_{MODEL_NAME}.json")
+        return report
+
+    # train: the penalty chosen on the folds' validation actors, then one head on every actor at hand
+    l2, validation_accuracy = select_l2(pooled, labels, fold_splits, config, model_config)
+    model = fit_head((pooled, labels), dataclasses.replace(config, l2=l2), model_config)
+    model.save_pretrained(args.output)
+    runtime.save_onnx(args.output)
+    report = {
+        **common,
+        "pad_seconds": pad,
+        "encoder_ms_per_clip": round(seconds * 1000, 1),
+        "l2": l2,
+        "folds_validation_accuracy": validation_accuracy,
+        "train_actors": sorted({int(a) for a in actor_of_row}),
+    }
+    _write(report, args.reports / f"train_{MODEL_NAME}.json")
+    return report
+
+
+if __name__ == "__main__":
+    main()
