@@ -1,7 +1,8 @@
 """Speech emotion recognition demo: read a RAVDESS sentence in an emotion, see what the model hears.
 
 Run with ``python app.py`` or ``gradio app.py`` (reload mode); on a Hugging Face Space it is the app file.
-Set SER_CNN_MODEL / SER_MLP_MODEL to a Hub repo id or a folder to serve other weights.
+Set SER_CNN_MODEL, SER_MLP_MODEL, SER_WHISPER_MODEL or SER_ENSEMBLE_MODEL to a Hub repo id or a folder
+to serve other weights.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 
 import gradio as gr
 
-from ser_models import DEFAULT_MODEL, EMOTIONS, MODEL_DESCRIPTIONS, STATEMENTS, AudioError
+from ser_models import EMOTIONS, MODEL_DESCRIPTIONS, STATEMENTS, AudioError
 from ser_models.demo import (
     LIVE_UPDATE_SECONDS,
     TIPS,
@@ -19,6 +20,7 @@ from ser_models.demo import (
     LiveState,
     analyze,
     analyze_long,
+    default_model,
     describe_timeline,
     last_reading,
     live_step,
@@ -34,6 +36,7 @@ from ser_models.session import SpeakerSession
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 RECOGNIZERS = load_recognizers()  # once, at start-up
+DEFAULT_MODEL = default_model(RECOGNIZERS)
 FEEDBACK = open_feedback_store()
 IMAGES = ImageFolder()
 MODEL_CHOICES = [(f"{name}: {MODEL_DESCRIPTIONS[name]}", name) for name in RECOGNIZERS]

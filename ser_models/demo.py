@@ -30,7 +30,7 @@ from .feedback import (
     FeedbackStore,
     sync_to_hub,
 )
-from .inference import MODEL_DESCRIPTIONS, WEIGHTS_DIR, Analysis, EmotionRecognizer
+from .inference import DEFAULT_MODEL, MODEL_DESCRIPTIONS, WEIGHTS_DIR, Analysis, EmotionRecognizer
 from .labels import EMOTIONS
 from .models import ModelLoadError
 from .segments import TIMELINE_MAX_SECONDS, Timeline, timeline
@@ -39,20 +39,27 @@ from .session import SpeakerSession
 log = logging.getLogger("ser_models.demo")
 
 # Environment variables that point a model at a Hub repo id or a folder instead of the bundled weights.
-MODEL_ENV = {"mel-cnn": "SER_CNN_MODEL", "mfcc-mlp": "SER_MLP_MODEL"}
+MODEL_ENV = {
+    "mel-cnn": "SER_CNN_MODEL",
+    "mfcc-mlp": "SER_MLP_MODEL",
+    "whisper-base": "SER_WHISPER_MODEL",
+    "whisper-cnn": "SER_ENSEMBLE_MODEL",
+}
 TIPS = """**How to get a good reading**
 - Read the sentence once, in one take, 2–4 seconds long; silence before and after is cut.
 - Act the emotion clearly, as the RAVDESS actors did: the models learned from acted studio speech.
 - A quiet room and a steady distance from the microphone help more than a loud voice.
-- One reading is a hint, not a verdict: the best model is right about 6 times in 10 on voices it has never heard."""
+- One reading is a hint, not a verdict: the best model is right about 7 times in 10 on voices it has never heard."""
 
 
 def load_recognizers(environ: Mapping[str, str] = os.environ) -> dict[str, EmotionRecognizer]:
     """Every shipped model, once. A configured Hub repo or folder replaces the bundled weights;
-    if it cannot be loaded (offline, missing, invalid), one line says so and the bundled ones serve."""
+    if it cannot be loaded (offline, missing, invalid), one line says so and the bundled ones serve.
+    A bundled model that cannot run here (the Whisper models without their packages) is left out, also
+    with one line saying why."""
     recognizers = {}
     for name in MODEL_DESCRIPTIONS:
-        source = environ.get(MODEL_ENV[name], "").strip()
+        source = environ.get(MODEL_ENV.get(name, ""), "").strip()
         if source:
             try:
                 recognizers[name] = EmotionRecognizer.from_pretrained(source)
@@ -66,8 +73,18 @@ def load_recognizers(environ: Mapping[str, str] = os.environ) -> dict[str, Emoti
                     source,
                     error,
                 )
-        recognizers[name] = EmotionRecognizer.from_pretrained(WEIGHTS_DIR / name)
+        try:
+            recognizers[name] = EmotionRecognizer.from_pretrained(WEIGHTS_DIR / name)
+        except ModelLoadError as error:
+            log.warning("%s: not available (%s); the app serves the other models", name, error)
+    if not recognizers:
+        raise ModelLoadError("no model could be loaded; reinstall with pip install -r requirements.txt")
     return recognizers
+
+
+def default_model(recognizers: Mapping[str, EmotionRecognizer]) -> str:
+    """DEFAULT_MODEL where it loaded, else the first model that did."""
+    return DEFAULT_MODEL if DEFAULT_MODEL in recognizers else next(iter(recognizers))
 
 
 @dataclass

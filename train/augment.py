@@ -1,0 +1,71 @@
+"""Waveform augmentations for training, seeded: each takes trimmed 16 kHz speech and a numpy Generator.
+
+torch-audiomentations needs torchaudio, whose wheels do not load beside the pinned CPU torch, so
+these are librosa/numpy-native. The CNN's own augmentations (SpecAugment masks and noise mixed in
+the mel domain) live in train/trainer.py, where they act on cached log-mels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import librosa
+import numpy as np
+
+from ser_models.audio import SAMPLE_RATE
+
+NOISE_SNR_DB = (10.0, 30.0)
+PITCH_SEMITONES = 2.0  # uniform in ±this
+STRETCH_RATE = (0.85, 1.15)
+GAIN_DB = 6.0  # uniform in ±this
+
+Augmentation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def add_noise(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """White or pink (1/f) noise at a random SNR in NOISE_SNR_DB."""
+    noise = rng.standard_normal(speech.size)
+    if rng.random() < 0.5:
+        spectrum = np.fft.rfft(noise)
+        spectrum /= np.sqrt(np.maximum(np.arange(spectrum.size), 1))
+        noise = np.fft.irfft(spectrum, n=speech.size)
+    snr_db = rng.uniform(*NOISE_SNR_DB)
+    scale = np.sqrt(np.mean(speech**2) / (np.mean(noise**2) * 10 ** (snr_db / 10)))
+    return (speech + scale * noise).astype(np.float32)
+
+
+def pitch_shift(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    steps = rng.uniform(-PITCH_SEMITONES, PITCH_SEMITONES)
+    return librosa.effects.pitch_shift(speech, sr=SAMPLE_RATE, n_steps=steps).astype(np.float32)
+
+
+def time_stretch(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return librosa.effects.time_stretch(speech, rate=rng.uniform(*STRETCH_RATE)).astype(np.float32)
+
+
+def gain(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Louder or quieter by up to GAIN_DB, clipped to [-1, 1] as a real recording would be."""
+    return np.clip(speech * 10 ** (rng.uniform(-GAIN_DB, GAIN_DB) / 20), -1.0, 1.0).astype(np.float32)
+
+
+def chain(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each of the augmentations above with probability 1/2, in a fixed order."""
+    for augmentation in (pitch_shift, time_stretch, gain, add_noise):
+        if rng.random() < 0.5:
+            speech = augmentation(speech, rng)
+    return speech
+
+
+AUGMENTATIONS: dict[str, Augmentation] = {
+    "noise": add_noise,
+    "pitch": pitch_shift,
+    "stretch": time_stretch,
+    "gain": gain,
+    "all": chain,
+}
+
+
+def augmented_copies(speech: list[np.ndarray], name: str, seed: int = 42) -> list[np.ndarray]:
+    """One augmented copy of every clip; clip i always gets the same copy for a given seed."""
+    augmentation = AUGMENTATIONS[name]
+    return [augmentation(clip, np.random.default_rng([seed, i])) for i, clip in enumerate(speech)]
