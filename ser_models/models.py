@@ -144,7 +144,8 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     if path.exists() or str(name_or_path).count("/") != 1:
         raise ModelLoadError(f"{str(name_or_path)!r} is neither a model folder nor a Hub repo id (user/name)")
     try:
-        return Path(snapshot_download(str(name_or_path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "*.md"]))
+        files = [CONFIG_NAME, WEIGHTS_NAME, "ensemble.json", "*.md"]  # ensemble.json: see EnsembleRecognizer
+        return Path(snapshot_download(str(name_or_path), allow_patterns=files))
     except Exception as error:  # the Hub client raises many types: network, auth, missing repo
         raise ModelLoadError(f"could not download {name_or_path!r} from the Hugging Face Hub: {error}") from error
 

@@ -78,9 +78,20 @@ def test_hub_repo_id_loads_through_the_hub_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr("ser_models.models.snapshot_download", fake_snapshot_download)
     recognizer = EmotionRecognizer.from_pretrained("someone/ser-cnn")
-    assert calls == [("someone/ser-cnn", [CONFIG_NAME, WEIGHTS_NAME, "*.md"])]
+    assert calls == [("someone/ser-cnn", [CONFIG_NAME, WEIGHTS_NAME, "ensemble.json", "*.md"])]
     assert recognizer.model.config.hidden == 32
     assert np.isclose(sum(recognizer.predict(np.random.default_rng(0).normal(0, 0.1, 32000), 16000).values()), 1)
+
+
+def test_hub_ensemble_repo_loads_its_bundled_members(tmp_path, monkeypatch):
+    import json
+
+    from ser_models.inference import ENSEMBLE_NAME, EnsembleRecognizer
+
+    (tmp_path / ENSEMBLE_NAME).write_text(json.dumps({"members": {"mel-cnn": 0.5, "mfcc-mlp": 0.5}}))
+    monkeypatch.setattr("ser_models.models.snapshot_download", lambda repo_id, allow_patterns: str(tmp_path))
+    recognizer = EmotionRecognizer.from_pretrained("someone/ser-ensemble")
+    assert isinstance(recognizer, EnsembleRecognizer) and set(recognizer.members) == {"mel-cnn", "mfcc-mlp"}
 
 
 def test_no_pickle_in_bundled_weights():

@@ -16,12 +16,23 @@ class RecordingApi:
 
 
 def test_dry_run_stages_exactly_what_would_be_uploaded(tmp_path, capsys):
-    assert push.main(["--repo-id", "me/ser-cnn", "--dry-run", "--output", str(tmp_path / "stage")]) == 0
+    argv = ["--repo-id", "me/ser-cnn", "--model", "mel-cnn", "--dry-run", "--output", str(tmp_path / "stage")]
+    assert push.main(argv) == 0
     staged = sorted(p.name for p in (tmp_path / "stage").iterdir())
     assert staged == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
     assert (tmp_path / "stage" / "README.md").read_text() == push.MODEL_CARD.read_text()
     assert EmotionModel.from_pretrained(tmp_path / "stage").model_type == "mel-cnn"
     assert "nothing uploaded" in capsys.readouterr().out
+
+
+def test_the_default_ensemble_is_staged_as_its_ensemble_json(tmp_path):
+    from ser_models import EmotionRecognizer
+    from ser_models.inference import ENSEMBLE_NAME, EnsembleRecognizer
+
+    assert push.main(["--repo-id", "me/ser", "--dry-run", "--output", str(tmp_path / "stage")]) == 0
+    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == ["README.md", ENSEMBLE_NAME]
+    staged = EmotionRecognizer.from_pretrained(tmp_path / "stage")
+    assert isinstance(staged, EnsembleRecognizer) and set(staged.members) == {"mel-cnn", "whisper-base"}
 
 
 def test_upload_calls_huggingface_hub(tmp_path):

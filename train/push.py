@@ -1,10 +1,11 @@
 """Upload a trained model (weights, config and model card) to the Hugging Face Hub.
 
-    python -m train.push --repo-id USER/NAME                    # the bundled mel-cnn
-    python -m train.push --repo-id USER/NAME --model mfcc-mlp
+    python -m train.push --repo-id USER/NAME                    # the default whisper-cnn (ensemble.json)
+    python -m train.push --repo-id USER/NAME --model mel-cnn    # any bundled model or model folder
     python -m train.push --repo-id USER/NAME --dry-run          # write the folder, upload nothing
 
-Authentication is huggingface_hub's: ``HF_TOKEN`` or ``hf auth login``.
+Authentication is huggingface_hub's: ``HF_TOKEN`` or ``hf auth login``. An ensemble is its
+``ensemble.json``: its members are bundled model names, so it loads wherever ser_models is installed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from ser_models.inference import WEIGHTS_DIR
+from ser_models.inference import DEFAULT_MODEL, ENSEMBLE_NAME, WEIGHTS_DIR, EnsembleRecognizer
 from ser_models.models import CONFIG_NAME, WEIGHTS_NAME, EmotionModel, ModelLoadError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,12 +25,15 @@ MODEL_CARD = ROOT / "model_card.md"
 
 
 def stage(model_dir: Path, destination: Path) -> list[Path]:
-    """Copy exactly what is uploaded into ``destination``: weights, config, model card as README.md."""
-    EmotionModel.from_pretrained(model_dir)  # refuse to publish a model that does not load
+    """Copy exactly what is uploaded into ``destination``: weights, config (or an ensemble's
+    ensemble.json), model card as README.md."""
+    ensemble = (model_dir / ENSEMBLE_NAME).is_file()
+    # Refuse to publish a model that does not load.
+    EnsembleRecognizer.from_folder(model_dir) if ensemble else EmotionModel.from_pretrained(model_dir)
     if destination.exists():
         shutil.rmtree(destination)
     destination.mkdir(parents=True)
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
+    for name in (ENSEMBLE_NAME,) if ensemble else (CONFIG_NAME, WEIGHTS_NAME):
         shutil.copy2(model_dir / name, destination / name)
     shutil.copy2(MODEL_CARD, destination / "README.md")
     return sorted(destination.iterdir())
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None, api: HfApi | None = None) -> int:
         prog="python -m train.push", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repo-id", required=True, help="Hub model repo, USER/NAME")
-    parser.add_argument("--model", default="mel-cnn", help="bundled model name or a model folder")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or a model folder")
     parser.add_argument("--output", type=Path, default=ROOT / "build" / "hub", help="staging folder")
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--dry-run", action="store_true", help="stage the folder and stop")
