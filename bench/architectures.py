@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +30,18 @@ from ser_models.inference import WEIGHTS_DIR, EnsembleRecognizer  # noqa: E402
 from ser_models.models import MODEL_CLASSES  # noqa: E402
 
 
-def recognizers() -> dict[str, EmotionRecognizer]:
-    """The bundled models by name, and every other architecture with its initial weights."""
-    found = {}
+def recognizers() -> Iterator[tuple[str, EmotionRecognizer]]:
+    """The bundled models by name, then every other architecture with its initial weights, one at a time
+    (each is measured alone in the process, as it would be served)."""
+    bundled_types = set()
     for folder in sorted(p for p in WEIGHTS_DIR.iterdir() if p.is_dir()):
-        found[folder.name] = EmotionRecognizer.from_pretrained(folder.name)
-    bundled_types = {r.model.model_type for r in found.values() if not isinstance(r, EnsembleRecognizer)}
+        recognizer = EmotionRecognizer.from_pretrained(folder.name)
+        if not isinstance(recognizer, EnsembleRecognizer):
+            bundled_types.add(recognizer.model.model_type)
+        yield folder.name, recognizer
     for model_type, model_class in MODEL_CLASSES.items():
         if model_type not in bundled_types:
-            found[f"{model_type} (untrained)"] = EmotionRecognizer(model_class())
-    return found
+            yield f"{model_type} (untrained)", EmotionRecognizer(model_class())
 
 
 def parameters(recognizer: EmotionRecognizer) -> int:
@@ -55,7 +58,7 @@ def main() -> None:
     source = data_folder() / CLIP_SOURCE
     audio = fit(load_audio(source)) if source.is_file() else synthetic_speech(0)
     rows = {}
-    for name, recognizer in recognizers().items():
+    for name, recognizer in recognizers():
         latency = percentiles(timed(lambda r=recognizer: r.predict(audio, SAMPLE_RATE), args.calls))
         rows[name] = {"parameters": parameters(recognizer), "backend": recognizer.backend, "latency_ms": latency}
         n = rows[name]["parameters"]

@@ -265,13 +265,14 @@ def reference(name: str, clip: Path, clip_48k: Path, calls: int) -> dict[str, ob
 
 
 def thread_settings(clip: Path, recordings: list[np.ndarray], calls: int) -> list[dict[str, object]]:
-    """The default model and backend with the torch feature threads and the onnxruntime pool at 1 or 2."""
+    """The CNN on the default backend with the torch feature threads and the onnxruntime pool at 1 or 2
+    (the CNN is where the split between torch features and the onnxruntime network matters)."""
     audio, rows = load_audio(clip), []
     batch = [(a, SAMPLE_RATE) for a in recordings[: max(BATCH_SIZES)]]
     chosen = runtime.FEATURE_THREADS
     for feature_threads, network_threads in ((1, 2), (2, 2), (1, 1), (2, 1)):
         runtime.FEATURE_THREADS = feature_threads
-        recognizer = EmotionRecognizer.from_pretrained()
+        recognizer = EmotionRecognizer.from_pretrained("mel-cnn")
         if isinstance(recognizer.network, runtime.OnnxNetwork):
             recognizer.network = runtime.OnnxNetwork(recognizer.network.source, threads=network_threads)
         elif network_threads != torch.get_num_threads():

@@ -192,6 +192,21 @@ def parse_config(model_class: type[EmotionModel], raw: dict, directory: Path | s
     return config
 
 
+def conv_blocks(channels: list[int], dropout: float) -> nn.Sequential:
+    """Conv-BN-ReLU-MaxPool(2)-Dropout blocks over a (B, 1, mels, frames) log-mel image."""
+    blocks, in_channels = [], 1
+    for out_channels in channels:
+        blocks += [
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Dropout(dropout),
+        ]
+        in_channels = out_channels
+    return nn.Sequential(*blocks)
+
+
 class MelCNN(EmotionModel):
     """Four conv blocks (Conv-BN-ReLU-MaxPool-Dropout) over the log-mel image, mean over time, MLP head."""
 
@@ -201,17 +216,8 @@ class MelCNN(EmotionModel):
     def __init__(self, config: MelCNNConfig | None = None) -> None:
         config = config or MelCNNConfig()
         super().__init__(config)
-        blocks, in_channels = [], 1
-        for out_channels in config.channels:
-            blocks += [
-                nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-                nn.BatchNorm2d(out_channels),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-                nn.Dropout(config.dropout / 2),
-            ]
-            in_channels = out_channels
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = conv_blocks(config.channels, config.dropout / 2)
+        in_channels = config.channels[-1]
         if config.normalization not in ("utterance", "band") or config.pooling not in ("mean", "mean+std"):
             raise ValueError(f"unknown normalization {config.normalization!r} or pooling {config.pooling!r}")
         frequency_bins = features.N_MELS // 2 ** len(config.channels)
@@ -266,17 +272,8 @@ class MelCRNN(EmotionModel):
     def __init__(self, config: MelCRNNConfig | None = None) -> None:
         config = config or MelCRNNConfig()
         super().__init__(config)
-        blocks, in_channels = [], 1
-        for out_channels in config.channels:
-            blocks += [
-                nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-                nn.BatchNorm2d(out_channels),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-                nn.Dropout(config.dropout / 2),
-            ]
-            in_channels = out_channels
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = conv_blocks(config.channels, config.dropout / 2)
+        in_channels = config.channels[-1]
         self.stride = 2 ** len(config.channels)
         frame_width = in_channels * (features.N_MELS // self.stride)
         self.project = nn.Sequential(nn.Linear(frame_width, config.rnn_hidden), nn.ReLU(inplace=True))

@@ -18,6 +18,8 @@ NOISE_SNR_DB = (10.0, 30.0)
 PITCH_SEMITONES = 2.0  # uniform in ±this
 STRETCH_RATE = (0.85, 1.15)
 GAIN_DB = 6.0  # uniform in ±this
+MASK_SECONDS = 0.3  # longest stretch of time zeroed
+MASK_BAND = (100.0, 6000.0, 0.15)  # a band between these Hz, up to this share of that range (in mel), removed
 
 Augmentation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -48,6 +50,23 @@ def gain(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(speech * 10 ** (rng.uniform(-GAIN_DB, GAIN_DB) / 20), -1.0, 1.0).astype(np.float32)
 
 
+def mask(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """SpecAugment's two masks, made on the waveform (the Whisper encoder computes its own log-mel):
+    a stretch of up to MASK_SECONDS set to silence, and a frequency band removed."""
+    speech = speech.copy()
+    width = int(rng.uniform(0, MASK_SECONDS) * SAMPLE_RATE)
+    start = int(rng.integers(0, max(1, speech.size - width)))
+    speech[start : start + width] = 0.0
+    low_hz, high_hz, share = MASK_BAND
+    low_mel, high_mel = librosa.hz_to_mel(low_hz), librosa.hz_to_mel(high_hz)
+    band_start = rng.uniform(low_mel, high_mel)
+    band = librosa.mel_to_hz([band_start, band_start + rng.uniform(0, share) * (high_mel - low_mel)])
+    spectrum = np.fft.rfft(speech)
+    frequencies = np.fft.rfftfreq(speech.size, 1 / SAMPLE_RATE)
+    spectrum[(frequencies >= band[0]) & (frequencies <= band[1])] = 0
+    return np.fft.irfft(spectrum, n=speech.size).astype(np.float32)
+
+
 def chain(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Each of the augmentations above with probability 1/2, in a fixed order."""
     for augmentation in (pitch_shift, time_stretch, gain, add_noise):
@@ -61,6 +80,7 @@ AUGMENTATIONS: dict[str, Augmentation] = {
     "pitch": pitch_shift,
     "stretch": time_stretch,
     "gain": gain,
+    "mask": mask,
     "all": chain,
 }
 

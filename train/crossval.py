@@ -108,16 +108,20 @@ def cross_validate(
     pooled = metric.compute(
         predictions=np.concatenate(all_pred), references=np.concatenate(all_true), num_classes=len(EMOTIONS)
     )
-    summary = {
-        key: {"mean": float(np.mean([f[key] for f in folds])), "std": float(np.std([f[key] for f in folds]))}
-        for key in ("accuracy", "macro_f1", "uar")
-    }
     return {
-        **summary,
+        **fold_summary(folds),
         "per_class_recall": dict(zip(EMOTIONS, pooled["per_class_recall"], strict=True)),
         "confusion_matrix": pooled["confusion_matrix"],
         "chance": chance_levels(np.concatenate(all_true)),
         "folds": folds,
+    }
+
+
+def fold_summary(folds: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean and (population) standard deviation over folds of accuracy, macro-F1 and UAR."""
+    return {
+        key: {"mean": float(np.mean([f[key] for f in folds])), "std": float(np.std([f[key] for f in folds]))}
+        for key in ("accuracy", "macro_f1", "uar")
     }
 
 

@@ -25,7 +25,7 @@ from scipy.special import log_softmax
 
 from ser_models.inference import ENSEMBLE_NAME
 from ser_models.labels import EMOTIONS
-from train.crossval import METRICS_MODULE, REPORTS_DIR, plot_confusion
+from train.crossval import METRICS_MODULE, REPORTS_DIR, fold_summary, plot_confusion
 
 WEIGHT_STEPS = 10  # weights in multiples of 1/10, summing to 1
 CALM, NEUTRAL = EMOTIONS.index("calm"), EMOTIONS.index("neutral")
@@ -71,10 +71,7 @@ def score(labels: np.ndarray, folds: list[dict], logits_of_fold, metric) -> dict
         predictions=np.concatenate(predicted), references=np.concatenate(truth), num_classes=len(EMOTIONS)
     )
     return {
-        **{
-            key: {"mean": float(np.mean([f[key] for f in per_fold])), "std": float(np.std([f[key] for f in per_fold]))}
-            for key in ("accuracy", "macro_f1", "uar")
-        },
+        **fold_summary(per_fold),
         "per_class_recall": dict(zip(EMOTIONS, pooled["per_class_recall"], strict=True)),
         "confusion_matrix": pooled["confusion_matrix"],
         "calm_neutral": calm_neutral(pooled["confusion_matrix"]),

@@ -34,7 +34,7 @@ from ser_models.labels import EMOTIONS
 from ser_models.models import WhisperHead, WhisperHeadConfig
 from ser_models.whisper import BUNDLED_ENCODER, encoder_for
 from train import augment, data, splits
-from train.crossval import METRICS_MODULE, REPORTS_DIR, chance_levels, device_name, plot_confusion
+from train.crossval import METRICS_MODULE, REPORTS_DIR, chance_levels, device_name, fold_summary, plot_confusion
 
 MODEL_NAME = "whisper-head"
 CACHE_DIR = Path(__file__).resolve().parents[1] / "runs" / "whisper"
@@ -234,10 +234,7 @@ def cross_validate(
         predictions=np.concatenate(all_pred), references=np.concatenate(all_true), num_classes=len(EMOTIONS)
     )
     return {
-        **{
-            key: {"mean": float(np.mean([f[key] for f in folds])), "std": float(np.std([f[key] for f in folds]))}
-            for key in ("accuracy", "macro_f1", "uar")
-        },
+        **fold_summary(folds),
         "l2": l2,
         "validation_accuracy": validation_accuracy,
         "per_class_recall": dict(zip(EMOTIONS, pooled_scores["per_class_recall"], strict=True)),
