@@ -18,9 +18,9 @@ from .audio import (
     UnsupportedAudioError,
     load_audio,
 )
-from .inference import DEFAULT_MODEL, MODEL_DESCRIPTIONS, Analysis, EmotionRecognizer
+from .inference import DEFAULT_MODEL, MODEL_DESCRIPTIONS, Analysis, EmotionRecognizer, EnsembleRecognizer
 from .labels import EMOTIONS, STATEMENTS, parse_ravdess_name
-from .models import MelCNN, MfccMLP, ModelLoadError
+from .models import MelCNN, MelCRNN, MfccMLP, ModelLoadError, WhisperHead
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -33,8 +33,10 @@ __all__ = [
     "ClippingWarning",
     "EmotionRecognizer",
     "EmptyAudioError",
+    "EnsembleRecognizer",
     "InvalidSamplesError",
     "MelCNN",
+    "MelCRNN",
     "MfccMLP",
     "ModelLoadError",
     "SilentAudioError",
@@ -43,6 +45,7 @@ __all__ = [
     "TruncatedAudioError",
     "UnreadableAudioError",
     "UnsupportedAudioError",
+    "WhisperHead",
     "load_audio",
     "parse_ravdess_name",
 ]

@@ -157,7 +157,7 @@ class EnsembleRecognizer(EmotionRecognizer):
     The weights come from ``train/ensemble.py`` (chosen on validation actors). Members are
     combined at temperature 1, as they were evaluated; the ensemble has its own temperature.
     On disk an ensemble is a folder with ``ensemble.json``:
-    ``{"members": {"mel-cnn": 0.3, "whisper-base": 0.7}, "temperature": 1.0}``, each member a
+    ``{"members": {"mel-cnn": 0.6, "whisper-base": 0.4}, "temperature": 1.0}``, each member a
     bundled model name, a folder (relative to the ensemble's) or a Hub repo id.
     """
 
