@@ -94,6 +94,11 @@ class EmotionModel(nn.Module):
     def prepare(self) -> None:
         """Load what serving needs beyond the weights (raises ModelLoadError if it cannot)."""
 
+    @classmethod
+    def resolve_paths(cls, config, directory: Path):
+        """The config with any path it names made relative to the model folder it was loaded from."""
+        return config
+
     def featurize(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Model inputs from a (B, N_SAMPLES) batch of trimmed, padded speech and its lengths."""
         return self.from_log_mel(features.log_mel_spectrogram(audio, lengths), lengths)
@@ -124,7 +129,7 @@ class EmotionModel(nn.Module):
         except (OSError, json.JSONDecodeError) as error:
             raise ModelLoadError(f"{directory / CONFIG_NAME}: cannot read the model config ({error})") from None
         model_class = cls if cls is not EmotionModel else _model_class(raw, directory)
-        model = model_class(parse_config(model_class, raw, directory))
+        model = model_class(model_class.resolve_paths(parse_config(model_class, raw, directory), directory))
         try:
             state = load_file(str(directory / WEIGHTS_NAME))
         except (OSError, ValueError, SafetensorError) as error:
@@ -398,6 +403,12 @@ class WhisperHead(EmotionModel):
     def fit_scaler(self, training_features: torch.Tensor) -> None:
         self.feature_mean.copy_(training_features.mean(dim=0))
         self.feature_std.copy_(training_features.std(dim=0).clamp(min=1e-6))
+
+    @classmethod
+    def resolve_paths(cls, config: WhisperHeadConfig, directory: Path) -> WhisperHeadConfig:
+        # A fine-tuned head ships its encoder beside it: "encoder": "encoder" names that subfolder.
+        local = Path(directory) / config.encoder
+        return dataclasses.replace(config, encoder=str(local)) if local.is_dir() else config
 
     def encoder(self):
         from .whisper import encoder_for

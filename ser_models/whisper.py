@@ -179,32 +179,47 @@ class TransformersWhisperEncoder:
     """The encoder of a ``transformers`` Whisper checkpoint (Hub id or folder), pooled over the speech.
 
     transformers' Whisper encoder accepts only its native window (30 s for OpenAI's
-    checkpoints), so clips are always padded to it here.
+    checkpoints), so clips are always padded to it here. ``pooled`` is differentiable, for
+    fine-tuning (train/whisper_head.py ``finetune``); calling the encoder is not.
     """
 
     def __init__(self, name_or_path: str | os.PathLike):
-        try:
-            from transformers import WhisperModel
-        except ImportError as error:
-            raise EncoderUnavailableError(
-                f"the encoder {name_or_path!r} needs transformers (pip install transformers)"
-            ) from error
-        try:
-            self._encoder = WhisperModel.from_pretrained(str(name_or_path)).get_encoder().eval()
-        except OSError as error:  # not cached and the Hub not reachable, or no such checkpoint
-            raise EncoderUnavailableError(f"could not load the Whisper checkpoint {name_or_path!r}: {error}") from error
-        config = self._encoder.config
-        if config.num_mel_bins != N_MELS:
-            raise EncoderUnavailableError(f"{name_or_path!r} takes {config.num_mel_bins} mel bands, not {N_MELS}")
-        self.pad_seconds = config.max_source_positions * SAMPLES_PER_STATE / SAMPLE_RATE
+        self.whisper = load_transformers_whisper(name_or_path)
+        self.encoder = self.whisper.get_encoder().eval()
+        self.pad_seconds = self.encoder.config.max_source_positions * SAMPLES_PER_STATE / SAMPLE_RATE
 
-    @torch.inference_mode()
-    def __call__(self, clips: list[np.ndarray]) -> np.ndarray:
+    def pooled(self, clips: list[np.ndarray]) -> torch.Tensor:
+        """(n, 2 d) mean and std of the states over each clip's speech, with gradients where enabled."""
         window = int(self.pad_seconds * SAMPLE_RATE)
         clips = [clip[:window] for clip in clips]  # serving's inputs are 4 s; only a tiny test model is shorter
         mel = np.stack([log_mel_spectrogram(pad_for_encoder(clip, self.pad_seconds)) for clip in clips])
-        states = self._encoder(torch.from_numpy(mel)).last_hidden_state.numpy()
-        return np.stack([pool(s, clip.size) for s, clip in zip(states, clips, strict=True)])
+        states = self.encoder(torch.from_numpy(mel)).last_hidden_state
+        pooled = []
+        for state, clip in zip(states, clips, strict=True):
+            speech = state[: speech_states(clip.size)]
+            pooled.append(torch.cat([speech.mean(dim=0), speech.std(dim=0, unbiased=False)]))
+        return torch.stack(pooled)
+
+    @torch.inference_mode()
+    def __call__(self, clips: list[np.ndarray]) -> np.ndarray:
+        return self.pooled(clips).numpy()
+
+
+def load_transformers_whisper(name_or_path: str | os.PathLike):
+    """A transformers WhisperModel (Hub id or folder), or EncoderUnavailableError saying why not."""
+    try:
+        from transformers import WhisperModel
+    except ImportError as error:
+        raise EncoderUnavailableError(
+            f"the encoder {name_or_path!r} needs transformers (pip install transformers)"
+        ) from error
+    try:
+        whisper = WhisperModel.from_pretrained(str(name_or_path))
+    except OSError as error:  # not cached and the Hub not reachable, or no such checkpoint
+        raise EncoderUnavailableError(f"could not load the Whisper checkpoint {name_or_path!r}: {error}") from error
+    if whisper.config.num_mel_bins != N_MELS:
+        raise EncoderUnavailableError(f"{name_or_path!r} takes {whisper.config.num_mel_bins} mel bands, not {N_MELS}")
+    return whisper
 
 
 @cache

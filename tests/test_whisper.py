@@ -154,3 +154,27 @@ def test_checksum_helper_reads_in_blocks(tmp_path):
     path = tmp_path / "blob"
     path.write_bytes(b"x" * (3 << 20))
     assert whisper.sha256_of(path) == hashlib.sha256(b"x" * (3 << 20)).hexdigest()
+
+
+def test_finetuning_trains_the_last_layers_and_serves_from_its_folder(tiny_whisper, sample_clips, tmp_path):
+    from train.whisper_head import FinetuneConfig, finetune, save_finetuned
+
+    speech = [features.trim_silence(load_audio(c)).audio for c in sample_clips]
+    labels, rows = np.arange(8), np.arange(8)
+    config = FinetuneConfig(unfreeze_layers=1, epochs=2, batch_size=4, encoder_learning_rate=1e-2)
+    whisper_model, head, history = finetune(str(tiny_whisper), speech, labels, rows, rows, config)
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    original = transformers.WhisperModel.from_pretrained(tiny_whisper).get_encoder()
+    tuned = whisper_model.get_encoder()
+    kept_epoch = max(history, key=lambda h: h["validation_accuracy"])["epoch"]  # the first best, as finetune keeps
+    assert (not torch.equal(tuned.layers[-1].fc1.weight, original.layers[-1].fc1.weight)) == (kept_epoch > 0)
+    assert torch.equal(tuned.conv1.weight, original.conv1.weight)  # frozen below the unfrozen layers
+
+    folder = save_finetuned(whisper_model, head, tmp_path / "tuned")
+    assert (folder / "encoder" / "config.json").is_file()
+    served = EmotionRecognizer.from_pretrained(folder, backend="torch")
+    pooled = whisper.TransformersWhisperEncoder(folder / "encoder")(speech)
+    with torch.no_grad():
+        expected = torch.softmax(head(torch.from_numpy(pooled)).double(), dim=-1).numpy()
+    probabilities = np.array([list(p.values()) for p in served.predict_speech(speech)])
+    assert np.abs(probabilities - expected).max() < 1e-5

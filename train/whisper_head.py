@@ -4,6 +4,7 @@
     python -m train.whisper_head padding --pad 0 8 15 30   # accuracy and encoder latency per padding -> reports/
     python -m train.whisper_head crossval                  # 5-fold CV -> reports/cv_whisper-head.json
     python -m train.whisper_head train                     # the bundled model -> ser_models/weights/whisper-base
+    python -m train.whisper_head finetune --encoder openai/whisper-base --output DIR  # where the Hub and a GPU are
 
 The encoder is never trained, so its features are computed once per clip and padding length
 and cached; the head trains in seconds. Choices (padding, head size) are made on the folds'
@@ -13,6 +14,7 @@ validation actors, never on their test actors.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import hashlib
 import json
@@ -32,7 +34,7 @@ from ser_models import features, runtime
 from ser_models.inference import WEIGHTS_DIR
 from ser_models.labels import EMOTIONS
 from ser_models.models import WhisperHead, WhisperHeadConfig
-from ser_models.whisper import BUNDLED_ENCODER, encoder_for
+from ser_models.whisper import BUNDLED_ENCODER, TransformersWhisperEncoder, encoder_for
 from train import augment, data, splits
 from train.crossval import METRICS_MODULE, REPORTS_DIR, chance_levels, device_name, fold_summary, plot_confusion
 
@@ -53,6 +55,18 @@ class HeadTrainConfig:
 
 
 L2_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning a transformers Whisper encoder's last layers together with the head."""
+
+    unfreeze_layers: int = 2  # the encoder's last layers (and its final layer norm) train; the rest stay frozen
+    epochs: int = 5
+    batch_size: int = 8
+    encoder_learning_rate: float = 1e-5
+    head_learning_rate: float = 1e-3
+    seed: int = 42
 
 
 def speech_of(dataset) -> list[np.ndarray]:
@@ -244,6 +258,80 @@ def cross_validate(
     }
 
 
+def finetune(
+    encoder_name: str,
+    speech: list[np.ndarray],
+    labels: np.ndarray,
+    train_rows: np.ndarray,
+    validation_rows: np.ndarray,
+    config: FinetuneConfig,
+):
+    """Train the head and the encoder's last layers end to end; keep the epoch with the best validation accuracy.
+
+    Starts from the frozen-feature head (``fit_head``), so epoch 0 is the frozen model and fine-tuning
+    can only be kept where it beats it. Returns the transformers WhisperModel, the head and the history.
+    """
+    torch.manual_seed(config.seed)
+    encoder = TransformersWhisperEncoder(encoder_name)
+    trainable = [*encoder.encoder.layers[-config.unfreeze_layers :], encoder.encoder.layer_norm]
+    for parameter in encoder.encoder.parameters():
+        parameter.requires_grad_(False)
+    for module in trainable:
+        module.requires_grad_(True)
+
+    def pooled(rows: np.ndarray) -> torch.Tensor:
+        return torch.cat([encoder.pooled([speech[i] for i in rows[k : k + 32]]) for k in range(0, len(rows), 32)])
+
+    def validation_accuracy() -> float:
+        encoder.encoder.eval()
+        with torch.no_grad():
+            predicted = head(pooled(validation_rows)).argmax(dim=-1).numpy()
+        return float((predicted == labels[validation_rows]).mean())
+
+    with torch.no_grad():
+        frozen = pooled(train_rows).numpy()
+    model_config = WhisperHeadConfig(encoder="encoder", n_features=frozen.shape[1])
+    head = fit_head((frozen, labels[train_rows]), HeadTrainConfig(), model_config)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for m in trainable for p in m.parameters()], "lr": config.encoder_learning_rate},
+            {"params": head.head.parameters(), "lr": config.head_learning_rate},
+        ]
+    )
+
+    def snapshot() -> tuple[float, dict, dict]:
+        state = (copy.deepcopy(encoder.whisper.state_dict()), copy.deepcopy(head.state_dict()))
+        return (history[-1]["validation_accuracy"], *state)
+
+    history = [{"epoch": 0, "validation_accuracy": validation_accuracy()}]
+    best = snapshot()
+    generator = np.random.default_rng(config.seed)
+    for epoch in range(1, config.epochs + 1):
+        encoder.encoder.train()
+        order = generator.permutation(train_rows)
+        for start in range(0, len(order), config.batch_size):
+            rows = order[start : start + config.batch_size]
+            logits = head(encoder.pooled([speech[i] for i in rows]))
+            loss = F.cross_entropy(logits, torch.from_numpy(labels[rows]).long())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        history.append({"epoch": epoch, "validation_accuracy": validation_accuracy()})
+        if history[-1]["validation_accuracy"] > best[0]:
+            best = snapshot()
+    encoder.whisper.load_state_dict(best[1])
+    head.load_state_dict(best[2])
+    return encoder.whisper.eval(), head.eval(), history
+
+
+def save_finetuned(whisper, head: WhisperHead, output: Path) -> Path:
+    """The head with its fine-tuned encoder in ``output/encoder`` (the config names it relatively)."""
+    head.save_pretrained(output)
+    whisper.save_pretrained(output / "encoder")
+    runtime.save_onnx(output)
+    return output
+
+
 def _command(argv: list[str] | None) -> str:
     return "python -m train.whisper_head " + shlex.join(argv if argv is not None else sys.argv[1:])
 
@@ -256,7 +344,7 @@ def _write(report: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["features", "padding", "augmentation", "crossval", "train"])
+    parser.add_argument("action", choices=["features", "padding", "augmentation", "crossval", "train", "finetune"])
     parser.add_argument("--encoder", default=BUNDLED_ENCODER, help="whisper-base, or a transformers Whisper id")
     parser.add_argument("--compute-type", default="float32", choices=["float32", "int8"])
     parser.add_argument("--pad", type=float, nargs="*", default=None, help="padding lengths in seconds (0: none)")
@@ -321,6 +409,26 @@ def main(argv: list[str] | None = None) -> dict:
         report = {**common, "protocol": "speaker-independent", "compute_type": args.compute_type, "paddings": rows}
         name = f"whisper_padding_{args.encoder.replace('/', '--')}_{args.compute_type}.json"
         _write(report, args.reports / name)
+        return report
+
+    if args.action == "finetune":
+        if args.encoder == BUNDLED_ENCODER:
+            parser.error("finetune needs a transformers Whisper checkpoint: --encoder openai/whisper-base or a folder")
+        actors = sorted({int(a) for a in actor_of_row})
+        validation_actors = splits.validation_pair(splits.actor_folds(actors)[0])
+        is_validation = np.isin(actor_of_row, validation_actors)
+        whisper, head, history = finetune(
+            args.encoder,
+            speech_of(dataset),
+            labels,
+            np.flatnonzero(~is_validation),
+            np.flatnonzero(is_validation),
+            FinetuneConfig(),
+        )
+        save_finetuned(whisper, head, args.output)
+        report = {**common, "finetune_config": asdict(FinetuneConfig()), "validation_actors": validation_actors}
+        report["history"] = history
+        _write(report, args.reports / f"finetune_{MODEL_NAME}.json")
         return report
 
     if args.action == "augmentation":
