@@ -214,7 +214,8 @@ def load_transformers_whisper(name_or_path: str | os.PathLike):
             f"the encoder {name_or_path!r} needs transformers (pip install transformers)"
         ) from error
     try:
-        whisper = WhisperModel.from_pretrained(str(name_or_path))
+        # safetensors only: a config from anywhere may name this checkpoint, and a .bin file is a pickle.
+        whisper = WhisperModel.from_pretrained(str(name_or_path), use_safetensors=True)
     except OSError as error:  # not cached and the Hub not reachable, or no such checkpoint
         raise EncoderUnavailableError(f"could not load the Whisper checkpoint {name_or_path!r}: {error}") from error
     if whisper.config.num_mel_bins != N_MELS:

@@ -178,3 +178,12 @@ def test_finetuning_trains_the_last_layers_and_serves_from_its_folder(tiny_whisp
         expected = torch.softmax(head(torch.from_numpy(pooled)).double(), dim=-1).numpy()
     probabilities = np.array([list(p.values()) for p in served.predict_speech(speech)])
     assert np.abs(probabilities - expected).max() < 1e-5
+
+
+def test_pickled_checkpoints_are_refused(tiny_whisper, tmp_path):
+    import shutil
+
+    shutil.copy(tiny_whisper / "config.json", tmp_path / "config.json")
+    torch.save(transformers.WhisperModel.from_pretrained(tiny_whisper).state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(whisper.EncoderUnavailableError, match="could not load"):
+        whisper.TransformersWhisperEncoder(tmp_path)
