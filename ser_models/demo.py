@@ -59,7 +59,7 @@ def load_recognizers(environ: Mapping[str, str] = os.environ) -> dict[str, Emoti
     with one line saying why."""
     recognizers = {}
     for name in MODEL_DESCRIPTIONS:
-        source = environ.get(MODEL_ENV.get(name, ""), "").strip()
+        source = environ.get(MODEL_ENV[name], "").strip()
         if source:
             try:
                 recognizers[name] = EmotionRecognizer.from_pretrained(source)

@@ -109,12 +109,16 @@ class EmotionRecognizer:
     def top_db(self) -> float:
         return self.model.config.top_db
 
+    @property
+    def temperature(self) -> float:
+        return self.model.config.temperature
+
     def trim(self, audio: np.ndarray) -> np.ndarray:
         return features.trim_silence(audio, top_db=self.top_db).audio
 
     def predict_speech(self, speech: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """Core batched path on already trimmed 16 kHz speech."""
-        probabilities = self.speech_probabilities(speech, self.model.config.temperature)
+        probabilities = self.speech_probabilities(speech, self.temperature)
         return [dict(zip(self.labels, row.tolist(), strict=True)) for row in probabilities]
 
     @torch.inference_mode()
@@ -173,7 +177,7 @@ class EnsembleRecognizer(EmotionRecognizer):
         top_dbs = {member.top_db for member in members.values()}
         if len(top_dbs) != 1:
             raise ModelLoadError(f"ensemble members trim silence differently (top_db {sorted(top_dbs)})")
-        self.members, self.weights, self.temperature = members, weights, temperature
+        self.members, self.weights, self._temperature = members, weights, temperature
         self.name = name or "+".join(members)
         self.backend = "+".join(sorted({member.backend for member in members.values()}))
         self._top_db = top_dbs.pop()
@@ -200,13 +204,13 @@ class EnsembleRecognizer(EmotionRecognizer):
     def top_db(self) -> float:
         return self._top_db
 
+    @property
+    def temperature(self) -> float:
+        return self._temperature
+
     def speech_probabilities(self, speech: Sequence[np.ndarray], temperature: float = 1.0) -> np.ndarray:
         log_mean = sum(
             weight * np.log(np.clip(self.members[name].speech_probabilities(speech), 1e-12, None))
             for name, weight in self.weights.items()
         )
         return torch.softmax(torch.from_numpy(log_mean) / temperature, dim=-1).numpy()
-
-    def predict_speech(self, speech: Sequence[np.ndarray]) -> list[dict[str, float]]:
-        probabilities = self.speech_probabilities(speech, self.temperature)
-        return [dict(zip(self.labels, row.tolist(), strict=True)) for row in probabilities]

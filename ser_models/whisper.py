@@ -132,10 +132,13 @@ def log_mel_spectrogram(audio: np.ndarray) -> np.ndarray:
     return ((log_spec + 4.0) / 4.0).numpy()
 
 
-def pool(states: np.ndarray, n_samples: int) -> np.ndarray:
-    """Mean and standard deviation of the states over the speech: (n_states, d) -> (2 d,)."""
-    speech = states[: speech_states(n_samples)].astype(np.float64)
-    return np.concatenate([speech.mean(axis=0), speech.std(axis=0)]).astype(np.float32)
+def pool(states: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """Mean and (population) standard deviation of the states over the speech: (n_states, d) -> (2 d,).
+
+    Summed in float64, returned as float32; differentiable, for fine-tuning.
+    """
+    speech = states[: speech_states(n_samples)].double()
+    return torch.cat([speech.mean(dim=0), speech.std(dim=0, unbiased=False)]).float()
 
 
 class CTranslate2WhisperEncoder:
@@ -172,7 +175,7 @@ class CTranslate2WhisperEncoder:
     def _encode_one(self, clip: np.ndarray) -> np.ndarray:
         mel = log_mel_spectrogram(pad_for_encoder(clip, self.pad_seconds))
         states = self._model.encode(self._storage_view.from_array(np.ascontiguousarray(mel[None])), to_cpu=True)
-        return pool(np.asarray(states)[0], clip.size)
+        return pool(torch.from_numpy(np.asarray(states)[0]), clip.size).numpy()
 
 
 class TransformersWhisperEncoder:
@@ -194,11 +197,7 @@ class TransformersWhisperEncoder:
         clips = [clip[:window] for clip in clips]  # serving's inputs are 4 s; only a tiny test model is shorter
         mel = np.stack([log_mel_spectrogram(pad_for_encoder(clip, self.pad_seconds)) for clip in clips])
         states = self.encoder(torch.from_numpy(mel)).last_hidden_state
-        pooled = []
-        for state, clip in zip(states, clips, strict=True):
-            speech = state[: speech_states(clip.size)]
-            pooled.append(torch.cat([speech.mean(dim=0), speech.std(dim=0, unbiased=False)]))
-        return torch.stack(pooled)
+        return torch.stack([pool(state, clip.size) for state, clip in zip(states, clips, strict=True)])
 
     @torch.inference_mode()
     def __call__(self, clips: list[np.ndarray]) -> np.ndarray:

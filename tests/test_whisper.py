@@ -71,7 +71,7 @@ def test_padding_and_pooling_cover_exactly_the_speech():
     assert whisper.pad_for_encoder(clip, 0.0).size == 51 * whisper.SAMPLES_PER_STATE
     assert whisper.pad_for_encoder(clip, 8.0).size == 8 * 16_000
     states = np.concatenate([np.ones((51, 4)), np.full((349, 4), 100.0)])  # speech, then padding
-    assert np.allclose(whisper.pool(states, clip.size), [1, 1, 1, 1, 0, 0, 0, 0])
+    assert np.allclose(whisper.pool(torch.from_numpy(states), clip.size), [1, 1, 1, 1, 0, 0, 0, 0])
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import numpy as np
 from ser_models.labels import EMOTIONS
 from train import data
 from train.crossval import REPORTS_DIR
+from train.ensemble import calm_neutral
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_ENSEMBLE = "whisper-cnn"  # reports/ensemble_whisper-cnn.json, ser_models/weights/whisper-cnn
@@ -138,11 +139,9 @@ def commands(cv: dict, trained: dict) -> str:
 def with_shipped_ensemble(cv: dict, reports: Path = REPORTS_DIR) -> dict:
     """The cross-validation reports with the shipped ensemble first, scored on the same folds."""
     shipped = _ensembles(reports).get(SHIPPED_ENSEMBLE)
-    if not shipped or "mel-cnn" not in cv:
+    if not shipped:
         return cv
-    chance = cv["mel-cnn"]["protocols"]["speaker-independent"]["chance"]  # the same test clips
-    result = {**shipped["ensemble"], "chance": chance}
-    return {SHIPPED_ENSEMBLE: {"protocols": {"speaker-independent": result}}, **cv}
+    return {SHIPPED_ENSEMBLE: {"protocols": {"speaker-independent": shipped["ensemble"]}}, **cv}
 
 
 def write_model_card(cv: dict, trained: dict, path: Path = ROOT / "model_card.md") -> str:
@@ -448,33 +447,23 @@ def _ensembles(reports: Path = REPORTS_DIR) -> dict[str, dict]:
 def architecture_section(cv: dict, reports: Path = REPORTS_DIR) -> str:
     """Every model scored on the same speaker-independent folds, with its size and CPU latency."""
     bench = (_report("bench_architectures.json", reports) or {}).get("models", {})
-    latency_name = {"mel-cnn": "mel-cnn", "mfcc-mlp": "mfcc-mlp", "whisper-head": "whisper-base"}
-
-    def latency(name: str) -> str:
-        row = bench.get(name) or bench.get(f"{name} (untrained)")
-        return f"{row['latency_ms']['p50']:.1f}" if row else "n/a"
-
-    def parameters(name: str) -> str:
-        row = bench.get(name) or bench.get(f"{name} (untrained)")
-        return f"{row['parameters']:,}" if row else "n/a"
-
-    rows = []
-    for model, report in cv.items():
-        result = report["protocols"].get("speaker-independent")
-        if not result:
-            continue
-        served = latency_name.get(model, model)
-        rows.append(
-            f"| {model} | {pct(result['accuracy'])} | {f1(result['macro_f1'])} | "
-            f"{result['calm_neutral']['neutral_as_calm'] if 'calm_neutral' in result else _neutral_as_calm(result):.0%} | "
-            f"{parameters(served)} | {latency(served)} |"
-        )
+    scored = [  # (label in the table, name in bench/architectures.py, result)
+        (model, {"whisper-head": "whisper-base"}.get(model, model), report["protocols"]["speaker-independent"])
+        for model, report in cv.items()
+        if "speaker-independent" in report["protocols"]
+    ]
     for name, report in _ensembles(reports).items():
-        result = report["ensemble"]
         members = " + ".join(f"{m} × {w:g}" for m, w in report["weights"].items())
+        scored.append((f"{name} ({members})", name, report["ensemble"]))
+    rows = []
+    for label, benched, result in scored:
+        timing = bench.get(benched) or bench.get(f"{benched} (untrained)")
+        size, latency = (
+            (f"{timing['parameters']:,}", f"{timing['latency_ms']['p50']:.1f}") if timing else ("n/a", "n/a")
+        )
         rows.append(
-            f"| {name} ({members}) | {pct(result['accuracy'])} | {f1(result['macro_f1'])} | "
-            f"{result['calm_neutral']['neutral_as_calm']:.0%} | {parameters(name)} | {latency(name)} |"
+            f"| {label} | {pct(result['accuracy'])} | {f1(result['macro_f1'])} | "
+            f"{calm_neutral(result['confusion_matrix'])['neutral_as_calm']:.0%} | {size} | {latency} |"
         )
     if not rows:
         return ""
@@ -490,12 +479,6 @@ The Whisper encoder's own parameters (about 20 M in Whisper-base's encoder) are 
 {chr(10).join(rows)}
 
 """
-
-
-def _neutral_as_calm(result: dict) -> float:
-    matrix = np.asarray(result["confusion_matrix"], dtype=float)
-    neutral, calm = EMOTIONS.index("neutral"), EMOTIONS.index("calm")
-    return float(matrix[neutral, calm] / matrix[neutral].sum())
 
 
 def whisper_section(reports: Path = REPORTS_DIR) -> str:

@@ -29,6 +29,7 @@ from train.trainer import TRAIN_CONFIGS, TrainConfig, predict_logits, train_mode
 REPORTS_DIR = Path(__file__).resolve().parents[1] / "reports"
 METRICS_MODULE = str(Path(__file__).parent / "ser_metrics")
 PROTOCOLS = ("speaker-independent", "speaker-dependent")
+METRIC_KEYS = ("accuracy", "macro_f1", "uar")
 
 
 def load_features(source: str | None = None, actors: list[int] | None = None):
@@ -90,7 +91,7 @@ def cross_validate(
                 test_logits=test_logits.numpy(),
             )
         truth = labels[split.test].numpy()
-        scores = metric.compute(predictions=predictions, references=truth, num_classes=len(EMOTIONS))
+        scores = fold_scores(metric, predictions, truth)
         folds.append(
             {
                 "fold": k,
@@ -99,29 +100,35 @@ def cross_validate(
                 "n_test": len(split.test),
                 "best_epoch": result.best_epoch,
                 "seconds": round(result.seconds, 1),
-                **{key: scores[key] for key in ("accuracy", "macro_f1", "uar")},
+                **scores,
             }
         )
         print(f"fold {k}: accuracy {scores['accuracy']:.3f}  macro-F1 {scores['macro_f1']:.3f}", file=sys.stderr)
         all_true.append(truth)
         all_pred.append(predictions)
-    pooled = metric.compute(
-        predictions=np.concatenate(all_pred), references=np.concatenate(all_true), num_classes=len(EMOTIONS)
-    )
+    return summarize(folds, all_true, all_pred, metric)
+
+
+def fold_scores(metric, predictions: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro-F1 and UAR of one fold's test predictions."""
+    scores = metric.compute(predictions=predictions, references=truth, num_classes=len(EMOTIONS))
+    return {key: scores[key] for key in METRIC_KEYS}
+
+
+def summarize(folds: list[dict], truths: list[np.ndarray], predictions: list[np.ndarray], metric) -> dict:
+    """Every fold's scores as mean and (population) standard deviation, then per-emotion recall, the
+    confusion matrix and the chance levels pooled over all test clips, then the folds themselves."""
+    truth = np.concatenate(truths)
+    pooled = metric.compute(predictions=np.concatenate(predictions), references=truth, num_classes=len(EMOTIONS))
     return {
-        **fold_summary(folds),
+        **{
+            key: {"mean": float(np.mean([f[key] for f in folds])), "std": float(np.std([f[key] for f in folds]))}
+            for key in METRIC_KEYS
+        },
         "per_class_recall": dict(zip(EMOTIONS, pooled["per_class_recall"], strict=True)),
         "confusion_matrix": pooled["confusion_matrix"],
-        "chance": chance_levels(np.concatenate(all_true)),
+        "chance": chance_levels(truth),
         "folds": folds,
-    }
-
-
-def fold_summary(folds: list[dict]) -> dict[str, dict[str, float]]:
-    """Mean and (population) standard deviation over folds of accuracy, macro-F1 and UAR."""
-    return {
-        key: {"mean": float(np.mean([f[key] for f in folds])), "std": float(np.std([f[key] for f in folds]))}
-        for key in ("accuracy", "macro_f1", "uar")
     }
 
 

@@ -25,7 +25,7 @@ from scipy.special import log_softmax
 
 from ser_models.inference import ENSEMBLE_NAME
 from ser_models.labels import EMOTIONS
-from train.crossval import METRICS_MODULE, REPORTS_DIR, fold_summary, plot_confusion
+from train.crossval import METRICS_MODULE, REPORTS_DIR, fold_scores, plot_confusion, summarize
 
 WEIGHT_STEPS = 10  # weights in multiples of 1/10, summing to 1
 CALM, NEUTRAL = EMOTIONS.index("calm"), EMOTIONS.index("neutral")
@@ -58,25 +58,14 @@ def calm_neutral(matrix: np.ndarray) -> dict[str, float]:
 
 
 def score(labels: np.ndarray, folds: list[dict], logits_of_fold, metric) -> dict:
-    """Accuracy, macro-F1 and UAR per fold and as mean ± std, plus the pooled confusion matrix."""
-    per_fold, truth, predicted = [], [], []
+    """train.crossval.summarize of the test predictions, with the calm/neutral confusion."""
+    per_fold, truths, predictions = [], [], []
     for k, fold in enumerate(folds):
-        y = labels[fold["test_rows"]]
-        p = logits_of_fold(k).argmax(axis=-1)
-        result = metric.compute(predictions=p, references=y, num_classes=len(EMOTIONS))
-        per_fold.append({"fold": k, **{key: result[key] for key in ("accuracy", "macro_f1", "uar")}})
-        truth.append(y)
-        predicted.append(p)
-    pooled = metric.compute(
-        predictions=np.concatenate(predicted), references=np.concatenate(truth), num_classes=len(EMOTIONS)
-    )
-    return {
-        **fold_summary(per_fold),
-        "per_class_recall": dict(zip(EMOTIONS, pooled["per_class_recall"], strict=True)),
-        "confusion_matrix": pooled["confusion_matrix"],
-        "calm_neutral": calm_neutral(pooled["confusion_matrix"]),
-        "folds": per_fold,
-    }
+        truths.append(labels[fold["test_rows"]])
+        predictions.append(logits_of_fold(k).argmax(axis=-1))
+        per_fold.append({"fold": k, **fold_scores(metric, predictions[-1], truths[-1])})
+    result = summarize(per_fold, truths, predictions, metric)
+    return {**result, "calm_neutral": calm_neutral(result["confusion_matrix"])}
 
 
 def evaluate_ensemble(members: dict[str, list[dict]], labels: np.ndarray) -> dict:

@@ -32,11 +32,10 @@ from tqdm.auto import tqdm
 
 from ser_models import features, runtime
 from ser_models.inference import WEIGHTS_DIR
-from ser_models.labels import EMOTIONS
 from ser_models.models import WhisperHead, WhisperHeadConfig
 from ser_models.whisper import BUNDLED_ENCODER, TransformersWhisperEncoder, encoder_for
 from train import augment, data, splits
-from train.crossval import METRICS_MODULE, REPORTS_DIR, chance_levels, device_name, fold_summary, plot_confusion
+from train.crossval import METRICS_MODULE, REPORTS_DIR, device_name, fold_scores, plot_confusion, summarize
 
 MODEL_NAME = "whisper-head"
 CACHE_DIR = Path(__file__).resolve().parents[1] / "runs" / "whisper"
@@ -232,29 +231,21 @@ def cross_validate(
                 test_logits=test_logits,
             )
         truth = labels[split.test]
-        scores = metric.compute(predictions=predictions, references=truth, num_classes=len(EMOTIONS))
         folds.append(
             {
                 "fold": k,
                 "test_actors": sorted({int(a) for a in actor_of_row[split.test]}),
                 "n_train": len(fit_rows),
                 "n_test": len(split.test),
-                **{key: scores[key] for key in ("accuracy", "macro_f1", "uar")},
+                **fold_scores(metric, predictions, truth),
             }
         )
         all_true.append(truth)
         all_pred.append(predictions)
-    pooled_scores = metric.compute(
-        predictions=np.concatenate(all_pred), references=np.concatenate(all_true), num_classes=len(EMOTIONS)
-    )
     return {
-        **fold_summary(folds),
         "l2": l2,
         "validation_accuracy": validation_accuracy,
-        "per_class_recall": dict(zip(EMOTIONS, pooled_scores["per_class_recall"], strict=True)),
-        "confusion_matrix": pooled_scores["confusion_matrix"],
-        "chance": chance_levels(np.concatenate(all_true)),
-        "folds": folds,
+        **summarize(folds, all_true, all_pred, metric),
     }
 
 
