@@ -60,6 +60,13 @@ def user_error(error: AudioError) -> gr.Error:
     return gr.Error(str(error)[:1].upper() + str(error)[1:], title="Cannot analyse this audio")
 
 
+def checkbox(value, label: str) -> bool:
+    """A checkbox value as sent: through the API "false" or 0 must not read as ticked (or unticked)."""
+    if not isinstance(value, bool):
+        raise gr.Error(f"{label} must be the boolean true or false, not {value!r:.40}", title="Invalid input")
+    return value
+
+
 def predict(
     audio: str | None,
     model: str,
@@ -70,12 +77,16 @@ def predict(
 ):
     """Analyse one recording: all eight probabilities, the verdict, the spectrogram and details."""
     recognizer = recognizer_for(model)
+    my_voice, denoise = checkbox(my_voice, "My voice"), checkbox(denoise, "Reduce background noise")
     voices = voices or {}
     session = voices.setdefault(model, SpeakerSession()) if my_voice else None  # one per model: outputs differ
+    refusal = None
     try:
         reading = analyze(recognizer, audio, target or None, session=session, denoise=denoise)
     except AudioError as error:
-        raise user_error(error) from None
+        refusal = user_error(error)
+    if refusal is not None:  # raised outside the handler: chained to the AudioError, it would keep the audio alive
+        raise refusal
     return (
         reading.analysis.probabilities,
         reading.verdict,
@@ -86,9 +97,12 @@ def predict(
     )
 
 
-def feedback(last: dict | None, true_label: str | None, consent: bool, sentence: str | None) -> str:
-    """Store which emotion was meant, with the clip, only if the consent box is ticked."""
-    return submit_feedback(FEEDBACK, last, true_label, consent, sentence)
+def feedback(
+    last: dict | None, true_label: str | None, consent: bool, sentence: str | None, request: gr.Request | None = None
+) -> str:
+    """Store which emotion was meant, with the clip, only if the consent box is ticked (exactly True)."""
+    session = request.session_hash if request is not None else None  # one record per clip, a few an hour
+    return submit_feedback(FEEDBACK, last, true_label, consent, sentence, session=session)
 
 
 def long_recording(
@@ -99,10 +113,14 @@ def long_recording(
 ):
     """The emotion timeline of a long recording: summary, plot and one row per window."""
     recognizer = recognizer_for(model)
+    one_speaker = checkbox(one_speaker, "One speaker")
+    refusal = None
     try:
         result = analyze_long(recognizer, audio, progress=lambda f, m: progress(f, desc=m), one_speaker=one_speaker)
     except AudioError as error:
-        raise user_error(error) from None
+        refusal = user_error(error)
+    if refusal is not None:  # raised outside the handler, as in predict
+        raise refusal
     return describe_timeline(result), timeline_figure(result), timeline_table(result)
 
 

@@ -6,12 +6,17 @@ single ``rename``, after every byte has been fsynced: a reader, an upload or a c
 whole record or none. ``datasets`` loads the folder with
 ``load_dataset("json", data_files="records/*/metadata.jsonl")`` (see ``train.data.load_feedback``).
 
+Consent is the boolean ``True`` and nothing else. Within one app session a clip is stored at
+most once and at most MAX_PER_HOUR records an hour; the whole folder is capped at
+$SER_FEEDBACK_MAX_MB (default 500).
+
 When a Hub dataset repo is configured, ``huggingface_hub.CommitScheduler`` pushes new records
 every few minutes; ``.partial/`` is never uploaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -36,6 +41,10 @@ log = logging.getLogger("ser_models.feedback")
 
 FEEDBACK_DIR_ENV = "SER_FEEDBACK_DIR"
 FEEDBACK_REPO_ENV = "SER_FEEDBACK_REPO"
+FEEDBACK_MAX_MB_ENV = "SER_FEEDBACK_MAX_MB"
+DEFAULT_FEEDBACK_MAX_MB = 500.0
+MAX_PER_HOUR = 20  # records per app session: a person donates a few takes, a script thousands
+SESSION_MEMORY_SECONDS = 24 * 3600  # how long a quiet session's clips and times are remembered
 DEFAULT_FEEDBACK_DIR = Path("feedback")
 RECORDS = "records"
 PARTIAL = ".partial"
@@ -51,6 +60,10 @@ class FeedbackError(ValueError):
 
 class ConsentRequiredError(FeedbackError):
     """The user did not tick the consent box, so nothing may be written."""
+
+
+class FeedbackLimitError(FeedbackError):
+    """The clip was already stored, the session sent too many, or the store is full."""
 
 
 @dataclass(frozen=True)
@@ -77,11 +90,24 @@ class FeedbackStore:
     ...            probabilities=probabilities)  # doctest: +SKIP
     """
 
-    def __init__(self, folder: str | os.PathLike, max_seconds: float = MAX_SECONDS) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        max_seconds: float = MAX_SECONDS,
+        max_bytes: int | None = None,
+        max_per_hour: int = MAX_PER_HOUR,
+    ) -> None:
         self.folder = Path(folder)
         self.max_seconds = max_seconds
+        if max_bytes is None:
+            max_bytes = int(float(os.environ.get(FEEDBACK_MAX_MB_ENV, DEFAULT_FEEDBACK_MAX_MB)) * 2**20)
+        self.max_bytes = max_bytes
+        self.max_per_hour = max_per_hour
         # The uploader's lock when syncing to the Hub, so that a scan never runs mid-move.
         self.lock: threading.Lock | None = None
+        # Per session: the hashes of the clips stored and the times of its records (in memory only).
+        self._sessions: dict[str, tuple[set[str], list[float]]] = {}
+        self._sessions_lock = threading.Lock()
         self.discard_stale_partials()
 
     def save(
@@ -95,10 +121,18 @@ class FeedbackStore:
         probabilities: Mapping[str, float],
         target: str | None = None,
         sentence: str | None = None,
+        session: str | None = None,
     ) -> FeedbackRecord:
-        """Store one clip (16 kHz mono float samples) and its labels; without consent, write nothing."""
+        """Store one clip (16 kHz mono float samples) and its labels; without consent, write nothing.
+
+        ``consent`` counts only when it is exactly ``True``: "false", "no", 1 or [0] are not a yes.
+        With a ``session`` (one per app session), a clip is stored once and at most
+        ``max_per_hour`` records an hour; without one (scripts, training) neither limit applies.
+        """
         if consent is not True:
-            raise ConsentRequiredError("nothing was stored: tick the consent box to donate this recording")
+            raise ConsentRequiredError(
+                "nothing was stored: consent must be the boolean True (tick the consent box to donate this recording)"
+            )
         samples = self._checked_samples(samples)
         for name, label in (("true label", true_label), ("prediction", prediction), ("target", target)):
             if label is not None and label not in EMOTIONS:
@@ -108,6 +142,21 @@ class FeedbackStore:
         if set(probabilities) != set(EMOTIONS) or not all(math.isfinite(p) for p in probabilities.values()):
             raise FeedbackError("probabilities must give a finite value for each of the eight emotions")
 
+        if self._used_bytes() + 2 * samples.size > self.max_bytes:  # 16-bit FLAC is at most 2 bytes a sample
+            raise FeedbackLimitError(
+                f"the feedback store is full ({self.max_bytes / 2**20:.0f} MB); no more recordings are accepted for now"
+            )
+        clip = hashlib.sha256(samples.tobytes()).hexdigest()
+        if session is not None:
+            self._admit(session, clip)
+        try:
+            return self._write(samples, true_label, target, prediction, model, probabilities, sentence)
+        except BaseException:
+            if session is not None:
+                self._forget(session, clip)  # not stored after all: the user may try again
+            raise
+
+    def _write(self, samples, true_label, target, prediction, model, probabilities, sentence) -> FeedbackRecord:
         now = datetime.now(timezone.utc)
         record = FeedbackRecord(
             id=uuid.uuid4().hex,
@@ -166,6 +215,34 @@ class FeedbackStore:
         if removed:
             log.info("removed %d unfinished feedback record(s) from %s", removed, self.folder / PARTIAL)
         return removed
+
+    def _used_bytes(self) -> int:
+        """What the stored records take. Concurrent writers may each pass the check: the cap is
+        exceeded by at most the records in flight."""
+        return sum(file.stat().st_size for file in (self.folder / RECORDS).glob("*/*"))
+
+    def _admit(self, session: str, clip: str) -> None:
+        """Count a record for ``session`` before it is written, so that a double click stores it once."""
+        now = time.monotonic()
+        with self._sessions_lock:
+            for other, (_, times) in list(self._sessions.items()):
+                if not times or now - times[-1] > SESSION_MEMORY_SECONDS:
+                    del self._sessions[other]
+            clips, times = self._sessions.setdefault(session, (set(), []))
+            if clip in clips:
+                raise FeedbackLimitError("this recording was already stored; record a new take to send more feedback")
+            times[:] = [t for t in times if now - t < 3600]  # the last hour
+            if len(times) >= self.max_per_hour:
+                raise FeedbackLimitError(
+                    f"this session already sent {len(times)} recordings in the last hour, the most accepted; "
+                    "please try again later"
+                )
+            clips.add(clip)
+            times.append(now)
+
+    def _forget(self, session: str, clip: str) -> None:
+        with self._sessions_lock:  # the attempt still counts towards the hour's limit
+            self._sessions.get(session, (set(), []))[0].discard(clip)
 
     def _checked_samples(self, samples: np.ndarray) -> np.ndarray:
         samples = np.asarray(samples, dtype=np.float32)

@@ -23,6 +23,7 @@ from ser_models.feedback import (
     RECORDS,
     ConsentRequiredError,
     FeedbackError,
+    FeedbackLimitError,
     FeedbackStore,
     sync_to_hub,
 )
@@ -53,12 +54,86 @@ def files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()]
 
 
-@pytest.mark.parametrize("consent", [False, None, "yes", 1])
+NOT_CONSENT = [False, None, 0, 1, 1.0, "false", "no", "0", "off", "true", "yes", "", [0], [True], {}, np.True_]
+
+
+@pytest.mark.parametrize("consent", NOT_CONSENT, ids=repr)
 def test_without_consent_nothing_is_written(tmp_path, consent):
     store = FeedbackStore(tmp_path)
-    with pytest.raises(ConsentRequiredError, match="nothing was stored"):
+    with pytest.raises(ConsentRequiredError, match="nothing was stored: consent must be the boolean True"):
         save(store, consent=consent)
     assert list(tmp_path.iterdir()) == []  # not even an empty folder
+
+
+@pytest.mark.parametrize("consent", NOT_CONSENT[1:], ids=repr)
+def test_the_app_stores_nothing_unless_consent_is_exactly_true(tmp_path, angry_clip, consent):
+    from ser_models.demo import submit_feedback
+
+    store = FeedbackStore(tmp_path / "feedback")
+    last = {"audio": str(angry_clip), "model": "mel-cnn", "target": "angry", "prediction": "angry"}
+    message = submit_feedback(store, {**last, "probabilities": PROBABILITIES}, "angry", consent, None, session="s")
+    assert message.startswith("Nothing was stored: consent must be the boolean True")
+    assert not (tmp_path / "feedback").exists()
+
+
+def test_a_clip_is_stored_once_per_session(tmp_path):
+    store = FeedbackStore(tmp_path)
+    save(store, session="browser-1")
+    with pytest.raises(FeedbackLimitError, match="already stored"):
+        save(store, true_label="angry", session="browser-1")  # the same clip, another label
+    save(store, tone(frequency=330), session="browser-1")  # a new take is welcome
+    save(store, session="browser-2")  # the same clip elsewhere: that session's first
+    assert len(store.records()) == 3
+
+
+def test_a_double_click_stores_one_record(tmp_path):
+    store = FeedbackStore(tmp_path)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(save, store, session="browser") for _ in range(8)]
+    outcomes = [future.exception() for future in futures]
+    assert sum(outcome is None for outcome in outcomes) == 1
+    assert all(isinstance(o, FeedbackLimitError) for o in outcomes if o is not None)
+    assert len(store.records()) == 1
+
+
+def test_a_failed_write_does_not_use_up_the_clip(tmp_path, monkeypatch):
+    from ser_models import feedback
+
+    store = FeedbackStore(tmp_path)
+    real = feedback._flush
+
+    def disk_full(file):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(feedback, "_flush", disk_full)
+    with pytest.raises(OSError):
+        save(store, session="browser")
+    monkeypatch.setattr(feedback, "_flush", real)
+    save(store, session="browser")
+    assert len(store.records()) == 1
+
+
+def test_a_session_may_send_a_few_records_an_hour(tmp_path):
+    store = FeedbackStore(tmp_path, max_per_hour=3)
+    for i in range(3):
+        save(store, tone(frequency=200 + 50 * i), session="busy")
+    with pytest.raises(FeedbackLimitError, match="3 recordings in the last hour"):
+        save(store, tone(frequency=900), session="busy")
+    save(store, tone(frequency=900), session="other")
+    save(store, tone(frequency=950))  # scripts and training pass no session: no per-session limit
+    assert len(store.records()) == 5
+
+
+def test_the_store_refuses_past_its_size_cap(tmp_path, monkeypatch):
+    # 50 kB: room for a 1.5 s clip (at most 48 kB as 16-bit), then, with its record stored, no more
+    monkeypatch.setenv("SER_FEEDBACK_MAX_MB", "0.05")
+    store = FeedbackStore(tmp_path)
+    assert store.max_bytes == int(0.05 * 2**20)
+    save(store)
+    with pytest.raises(FeedbackLimitError, match="store is full"):
+        save(store, tone(frequency=330))
+    assert len(store.records()) == 1
+    assert list((tmp_path / PARTIAL).iterdir()) == []
 
 
 def test_a_record_holds_the_clip_and_everything_said_about_it(tmp_path):
@@ -248,6 +323,8 @@ def test_the_app_message_never_stores_without_consent(tmp_path, angry_clip):
     assert "Analyze a recording first" in submit_feedback(store, None, "angry", True, None)
     assert "Nothing was stored" in submit_feedback(store, last, "angry", False, None)
     assert files_under(tmp_path / "feedback") == []
-    assert "Thank you" in submit_feedback(store, last, "angry", True, "Kids are talking by the door")
+    assert "Thank you" in submit_feedback(store, last, "angry", True, "Kids are talking by the door", session="s")
+    message = submit_feedback(store, last, "sad", True, None, session="s")
+    assert message.startswith("Not stored: this recording was already stored")
     assert "Not stored" in submit_feedback(store, {**last, "audio": str(tmp_path / "gone.wav")}, "sad", True, None)
     assert [r.true_label for r in store.records()] == ["angry"]
