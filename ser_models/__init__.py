@@ -18,7 +18,16 @@ from .audio import (
     UnsupportedAudioError,
     load_audio,
 )
-from .inference import DEFAULT_MODEL, MODEL_DESCRIPTIONS, Analysis, EmotionRecognizer, EnsembleRecognizer
+from .features import ShortSpeechWarning
+from .inference import (
+    DEFAULT_MODEL,
+    MODEL_DESCRIPTIONS,
+    UNCERTAIN,
+    Analysis,
+    EmotionRecognizer,
+    EnsembleRecognizer,
+    find_speech,
+)
 from .labels import EMOTIONS, STATEMENTS, parse_ravdess_name
 from .models import MelCNN, MelCRNN, MfccMLP, ModelLoadError, WhisperHead
 
@@ -28,6 +37,7 @@ __all__ = [
     "MODEL_DESCRIPTIONS",
     "SAMPLE_RATE",
     "STATEMENTS",
+    "UNCERTAIN",
     "Analysis",
     "AudioError",
     "ClippingWarning",
@@ -39,6 +49,7 @@ __all__ = [
     "MelCRNN",
     "MfccMLP",
     "ModelLoadError",
+    "ShortSpeechWarning",
     "SilentAudioError",
     "TooLongError",
     "TooShortError",
@@ -46,6 +57,7 @@ __all__ = [
     "UnreadableAudioError",
     "UnsupportedAudioError",
     "WhisperHead",
+    "find_speech",
     "load_audio",
     "parse_ravdess_name",
 ]

@@ -9,7 +9,9 @@ voice), ``--denoise`` reduces background noise first.
 ``python -m ser_models export-onnx FOLDER...`` writes the ONNX export served by default
 (``model.onnx``) beside a model's weights; run it after replacing the weights.
 
-JSON output is one object per line: {"file", "label", "probabilities"} (with --segments also
+JSON output is one object per line: {"file", "label", "verdict", "snr_db", "probabilities"}, where
+"verdict" is the label or "uncertain" (speech buried in noise, or a top probability below the model's
+threshold) and "snr_db" the speech's estimated signal-to-noise ratio (with --segments instead
 "segment", "start", "end" in seconds). A file that
 cannot be analysed is reported on stderr and skipped; the others are still predicted,
 and the exit status is 1 when any file failed (2 when the model itself cannot load).
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from .audio import MAX_SECONDS, SAMPLE_RATE, AudioError, load_audio
 from .denoise import reduce_noise
-from .inference import DEFAULT_MODEL, MODEL_DESCRIPTIONS, EmotionRecognizer
+from .inference import DEFAULT_MODEL, MODEL_DESCRIPTIONS, EmotionRecognizer, find_speech, uncertain_because
 from .labels import EMOTIONS
 from .models import ModelLoadError
 from .segments import TIMELINE_MAX_SECONDS, timeline
@@ -85,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started, audio_seconds, failed, results = time.perf_counter(), 0.0, 0, []
     progress = _progress(len(files), disabled=args.no_progress)
     for batch in _batches(files, FILES_PER_BATCH):
-        names, speech = [], []
+        names, speech, snrs = [], [], []
         for name in batch:
             try:
                 audio = prepare(load_audio(name, max_seconds=max_seconds))
@@ -93,23 +95,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.segments:
                     _write_timeline(recognizer, name, audio, write, one_speaker=args.session)
                 else:
-                    speech.append(recognizer.trim(audio))
+                    trimmed, check = find_speech(audio, recognizer.top_db)
+                    speech.append(trimmed.audio)
                     names.append(name)
+                    snrs.append(check.snr_db)
             except AudioError as error:
                 failed += 1
                 print(f"error: {name}: {error}", file=sys.stderr)
         if speech:
-            results += zip(names, recognizer.predict_speech(speech), strict=True)
+            results += zip(names, recognizer.predict_speech(speech), snrs, strict=True)
             if not args.session:  # a session's results wait until every take is in
-                for name, probabilities in results:
-                    write(name, probabilities)
+                for name, probabilities, snr in results:
+                    write(name, probabilities, verdict=_verdict(recognizer, probabilities, snr), snr_db=snr)
                 results = []
         sys.stdout.flush()
         progress.update(len(batch))
     progress.close()
     if args.session and results:
-        for (name, _), adapted in zip(results, adapt_all([p for _, p in results]), strict=True):
-            write(name, adapted)
+        for (name, _, snr), adapted in zip(results, adapt_all([p for _, p, _ in results]), strict=True):
+            write(name, adapted, verdict=_verdict(recognizer, adapted, snr), snr_db=snr)
     seconds = time.perf_counter() - started
     print(
         f"scored {len(files) - failed} of {len(files)} file(s), {audio_seconds:.1f} s of audio, in {seconds:.2f} s: "
@@ -160,19 +164,31 @@ def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
-def _json_writer(name: str, probabilities: dict[str, float], segment=None) -> None:
+def _verdict(recognizer: EmotionRecognizer, probabilities: dict[str, float], snr_db: float) -> str:
+    reason = uncertain_because(probabilities, snr_db, recognizer.confidence_threshold)
+    return "uncertain" if reason else max(probabilities, key=probabilities.get)
+
+
+def _json_writer(name: str, probabilities: dict[str, float], segment=None, verdict=None, snr_db=None) -> None:
     label = max(probabilities, key=probabilities.get)
-    where = {} if segment is None else {"segment": segment.segment, "start": segment.start, "end": segment.end}
-    print(json.dumps({"file": name, **where, "label": label, "probabilities": probabilities}))
+    if segment is None:
+        where = {"verdict": verdict, "snr_db": round(snr_db, 1)} if verdict else {}
+    else:
+        where = {"segment": segment.segment, "start": segment.start, "end": segment.end}
+    print(json.dumps({"file": name, "label": label, **where, "probabilities": probabilities}))
 
 
 def _csv_writer(segments: bool = False):
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["file", *(["segment", "start", "end"] if segments else []), "label", *EMOTIONS])
+    where = ["segment", "start", "end"] if segments else ["verdict", "snr_db"]
+    writer.writerow(["file", *where, "label", *EMOTIONS])
 
-    def write(name: str, probabilities: dict[str, float], segment=None) -> None:
+    def write(name: str, probabilities: dict[str, float], segment=None, verdict=None, snr_db=None) -> None:
         label = max(probabilities, key=probabilities.get)
-        where = [] if segment is None else [segment.segment, f"{segment.start:.3f}", f"{segment.end:.3f}"]
+        if segment is None:
+            where = [verdict, f"{snr_db:.1f}"]
+        else:
+            where = [segment.segment, f"{segment.start:.3f}", f"{segment.end:.3f}"]
         writer.writerow([name, *where, label, *(f"{probabilities[e]:.6f}" for e in EMOTIONS)])
 
     return write

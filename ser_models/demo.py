@@ -40,6 +40,7 @@ log = logging.getLogger("ser_models.demo")
 
 # Environment variables that point a model at a Hub repo id or a folder instead of the bundled weights.
 MODEL_ENV = {
+    "whisper-layers": "SER_WHISPER_LAYERS_MODEL",
     "mel-cnn": "SER_CNN_MODEL",
     "mfcc-mlp": "SER_MLP_MODEL",
     "whisper-base": "SER_WHISPER_MODEL",
@@ -99,6 +100,11 @@ class Reading:
     def verdict(self) -> str:
         probabilities = self.analysis.probabilities
         heard = self.analysis.label
+        if reason := self.analysis.uncertain_because:
+            return (
+                f"🤔 **Uncertain:** {reason}. The nearest guess is **{heard}** ({probabilities[heard]:.0%}); "
+                "try again closer to the microphone, in a quieter place."
+            )
         if not self.target:
             return f"The model heard **{heard}** ({probabilities[heard]:.0%})."
         ranking = sorted(probabilities, key=probabilities.get, reverse=True)
@@ -151,13 +157,24 @@ def last_reading(audio: str | None, model: str, reading: Reading) -> dict:
 
 
 def submit_feedback(
-    store: FeedbackStore, last: dict | None, true_label: str | None, consent: bool, sentence: str | None
+    store: FeedbackStore,
+    last: dict | None,
+    true_label: str | None,
+    consent: bool,
+    sentence: str | None,
+    session: str | None = None,
 ) -> str:
-    """Store the user's label and clip, only with consent; return the message the page shows."""
+    """Store the user's label and clip, only with consent; return the message the page shows.
+
+    Consent is exactly ``True``: through the API "false", "no", 1 or [0] would otherwise read as a yes.
+    ``session`` (the browser session) limits a clip to one record and a session to a few an hour.
+    """
     if not last:
         return "Analyze a recording first, then say which emotion you meant."
-    if not consent:
+    if consent is False:
         return "Nothing was stored. Tick the consent box if you want to donate this recording and your label."
+    if consent is not True:
+        return f"Nothing was stored: consent must be the boolean True (the ticked consent box), not {consent!r:.40}."
     if true_label not in EMOTIONS:
         return "Choose the emotion you meant first."
     try:
@@ -171,6 +188,7 @@ def submit_feedback(
             model=last["model"],
             probabilities=last["probabilities"],
             sentence=sentence,
+            session=session,
         )
     except (AudioError, FeedbackError) as error:
         return f"Not stored: {error}."
@@ -217,7 +235,9 @@ def live_step(
         return state
     state.predicted_at = state.heard_seconds
     try:
-        speech = recognizer.trim(state.buffer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a short burst is fine here: the next update hears more
+            speech = recognizer.trim(state.buffer)
     except (SilentAudioError, TooShortError):
         state.status = "Listening… no speech in the last few seconds."
         return state

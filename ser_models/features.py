@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -24,8 +25,11 @@ CHUNK_SECONDS = 4.0
 N_SAMPLES = int(CHUNK_SECONDS * SAMPLE_RATE)  # 64,000 samples per model input
 N_FRAMES = N_SAMPLES // HOP_LENGTH + 1  # 201 frames per model input
 TOP_DB = 25.0  # silence threshold for trimming, relative to the loudest frame
-SILENCE_DBFS = -60.0  # a recording whose loudest frame is quieter than this is silence
-MIN_SPEECH_SECONDS = 0.5
+# Digital silence only: whether a quiet recording holds speech is the voice detector's call
+# (ser_models/speech.py), not a level's; a quiet microphone at -60 dBFS is still a voice.
+SILENCE_DBFS = -120.0
+MIN_SPEECH_SECONDS = 0.3  # a single short word is analysed ...
+RELIABLE_SPEECH_SECONDS = 0.5  # ... with a warning below this
 MEL_FILTERS_PATH = Path(__file__).parent / "assets" / "mel_filters.npz"
 DB_RANGE = 80.0  # log-mel floor below the utterance's peak, as librosa.power_to_db(top_db=80)
 
@@ -80,12 +84,24 @@ def trim_silence(
         raise SilentAudioError(
             "no speech was found: the recording is silent or too quiet. Check that the microphone is on and speak up."
         )
-    loud = np.flatnonzero(20 * np.log10(np.maximum(rms, 1e-5) / peak) > -top_db)
+    # Relative to the peak alone (no absolute floor): a quiet take is cut exactly like a loud one.
+    loud = np.flatnonzero(rms > peak * 10 ** (-top_db / 20))
     start = int(loud[0]) * hop_length
     end = min(audio.size, (int(loud[-1]) + 1) * hop_length)
     if (end - start) / SAMPLE_RATE < min_speech_seconds:
         raise TooShortError(_too_short_message((end - start) / SAMPLE_RATE, min_speech_seconds))
+    if min_speech_seconds and (end - start) / SAMPLE_RATE < RELIABLE_SPEECH_SECONDS:
+        warnings.warn(
+            f"only {(end - start) / SAMPLE_RATE:.2f} s of speech: short input is less reliable; "
+            "a whole sentence gives a better answer",
+            ShortSpeechWarning,
+            stacklevel=2,
+        )
     return Trimmed(audio[start:end], start, end)
+
+
+class ShortSpeechWarning(UserWarning):
+    """Less speech than RELIABLE_SPEECH_SECONDS: analysed, but less reliable."""
 
 
 def _too_short_message(seconds: float, min_seconds: float) -> str:

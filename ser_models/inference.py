@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,21 +13,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import features, runtime
-from .audio import load_audio, to_mono_16k
+from . import features, runtime, speech
+from .audio import UnreadableAudioError, load_audio, to_mono_16k
 from .labels import EMOTIONS
 from .models import EmotionModel, ModelLoadError, resolve_model_dir
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ENSEMBLE_NAME = "ensemble.json"
-DEFAULT_MODEL = "whisper-cnn"
+DEFAULT_MODEL = "whisper-layers"
 MODEL_DESCRIPTIONS = {
-    "whisper-cnn": "Whisper-base features and the log-mel CNN together: the most accurate (default).",
-    "mel-cnn": "Log-mel CNN: four conv blocks over a 64-band log-mel spectrogram; the fastest.",
-    "whisper-base": "Whisper-base encoder features with a linear head.",
-    "mfcc-mlp": "MFCC MLP: five small networks on the mean and spread of 40 MFCCs; least accurate.",
+    "whisper-layers": "Every layer of Whisper-base, trained on noisy, echoing, phone and quiet copies too: "
+    "the most accurate and the steadiest on real microphones (default).",
+    "whisper-cnn": "Whisper-base's last layer and the log-mel CNN together; trained on clean studio speech only.",
+    "mel-cnn": "A small network that reads the spectrogram; the fastest, trained on clean studio speech only.",
+    "whisper-base": "Whisper-base's last layer with a linear read-out; trained on clean studio speech only.",
+    "mfcc-mlp": "The seed study's MFCC network: the simplest and least accurate.",
 }
 BATCH_SIZE = 64
+UNCERTAIN = "uncertain"
+# Below this estimated SNR the speech is buried in noise and the answer is "uncertain": held-out
+# accuracy by estimated SNR in reports/robustness_whisper-layers.json ("snr_bins").
+MIN_SNR_DB = 3.0
 
 
 @dataclass
@@ -37,10 +44,40 @@ class Analysis:
     speech: features.Trimmed
     input_seconds: float
     warnings: list[str] = field(default_factory=list)
+    snr_db: float = speech.MAX_SNR_DB  # the speech's estimated signal-to-noise ratio
+    confidence_threshold: float = 0.0  # the model's: a top probability below it is "uncertain"
 
     @property
     def label(self) -> str:
         return max(self.probabilities, key=self.probabilities.get)
+
+    @property
+    def uncertain_because(self) -> str | None:
+        """Why the model cannot tell (too noisy, or unsure), or None when it can."""
+        return uncertain_because(self.probabilities, self.snr_db, self.confidence_threshold)
+
+    @property
+    def verdict(self) -> str:
+        """The emotion heard, or "uncertain"; the eight probabilities stay either way."""
+        return UNCERTAIN if self.uncertain_because else self.label
+
+
+def uncertain_because(probabilities: dict[str, float], snr_db: float, confidence_threshold: float) -> str | None:
+    if snr_db < MIN_SNR_DB:
+        return f"the speech is buried in noise (estimated SNR {snr_db:.0f} dB)"
+    top = max(probabilities.values())
+    if top < confidence_threshold:
+        return f"the model is unsure (top probability {top:.0%}, below its threshold of {confidence_threshold:.0%})"
+    return None
+
+
+def find_speech(audio: np.ndarray, top_db: float = features.TOP_DB) -> tuple[features.Trimmed, speech.SpeechCheck]:
+    """Refuse a recording without speech (silence, noise, a tone), then cut the silence around the speech.
+
+    The one gate every path goes through: the API, the CLI, the app and the robustness benchmark.
+    """
+    check = speech.check(audio)
+    return features.trim_silence(audio, top_db=top_db), check
 
 
 class EmotionRecognizer:
@@ -90,20 +127,25 @@ class EmotionRecognizer:
         return self.predict_batch([(waveform, sample_rate)])[0]
 
     def predict_file(self, path: str | os.PathLike) -> dict[str, float]:
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise UnreadableAudioError(f"expected the path of an audio file (or its bytes), got {type(path).__name__}")
         return self.predict_speech([self.trim(load_audio(path))])[0]
 
     def predict_batch(self, recordings: Sequence[tuple[np.ndarray, int]]) -> list[dict[str, float]]:
         """Predict many recordings at once; raises the AudioError of the first unusable one."""
-        return self.predict_speech([self.trim(to_mono_16k(w, sr)) for w, sr in recordings])
+        trimmed = [self.trim(to_mono_16k(w, sr)) for w, sr in recordings]
+        return self.predict_speech(trimmed) if trimmed else []
 
     def analyze(self, waveform: np.ndarray, sample_rate: int) -> Analysis:
         """Like ``predict``, also returning the trimmed speech and any warnings about the input."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             audio = to_mono_16k(waveform, sample_rate)
-        speech = features.trim_silence(audio, top_db=self.top_db)
-        probabilities = self.predict_speech([speech.audio])[0]
-        return Analysis(probabilities, speech, audio.size / features.SAMPLE_RATE, [str(w.message) for w in caught])
+            trimmed, check = find_speech(audio, self.top_db)
+        probabilities = self.predict_speech([trimmed.audio])[0]
+        seconds = audio.size / features.SAMPLE_RATE
+        messages = [str(w.message) for w in caught]
+        return Analysis(probabilities, trimmed, seconds, messages, check.snr_db, self.confidence_threshold)
 
     @property
     def top_db(self) -> float:
@@ -113,8 +155,13 @@ class EmotionRecognizer:
     def temperature(self) -> float:
         return self.model.config.temperature
 
+    @property
+    def confidence_threshold(self) -> float:
+        return getattr(self.model.config, "confidence_threshold", 0.0)
+
     def trim(self, audio: np.ndarray) -> np.ndarray:
-        return features.trim_silence(audio, top_db=self.top_db).audio
+        """The speech of a 16 kHz recording; AudioError where there is none (see ``find_speech``)."""
+        return find_speech(audio, self.top_db)[0].audio
 
     def predict_speech(self, speech: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """Core batched path on already trimmed 16 kHz speech."""
@@ -171,13 +218,21 @@ class EnsembleRecognizer(EmotionRecognizer):
         weights: dict[str, float],
         name: str | None = None,
         temperature: float = 1.0,
+        confidence_threshold: float = 0.0,
     ) -> None:
         if set(members) != set(weights) or not members:
             raise ModelLoadError(f"ensemble weights {sorted(weights)} do not match its members {sorted(members)}")
+        # NaN fails every comparison; a weight or temperature of 0, below or huge gives NaN or inverted answers.
+        if not all(0 < x <= 100 for x in [*weights.values(), temperature]) or not 0 <= confidence_threshold <= 1:
+            raise ModelLoadError(
+                f"ensemble weights and temperature must be in (0, 100] and its confidence threshold in [0, 1]; "
+                f"got weights {weights}, temperature {temperature}, confidence threshold {confidence_threshold}"
+            )
         top_dbs = {member.top_db for member in members.values()}
         if len(top_dbs) != 1:
             raise ModelLoadError(f"ensemble members trim silence differently (top_db {sorted(top_dbs)})")
         self.members, self.weights, self._temperature = members, weights, temperature
+        self._confidence_threshold = confidence_threshold
         self.name = name or "+".join(members)
         self.backend = "+".join(sorted({member.backend for member in members.values()}))
         self._top_db = top_dbs.pop()
@@ -186,23 +241,70 @@ class EnsembleRecognizer(EmotionRecognizer):
     def from_folder(
         cls, directory: str | os.PathLike, backend: str | None = None, name: str | None = None
     ) -> EnsembleRecognizer:
+        """The ensemble in ``directory/ensemble.json``, all of it checked before any member is loaded.
+
+        The folder may come from anywhere (``--model``, a Hub repo), so a member is only a bundled
+        model name, a plain sub-folder name (no path: nothing outside the folder is read) or a Hub
+        repo id ``user/name``; at most 8, and none an ensemble itself (no nesting, no recursion).
+        """
         directory = Path(directory)
+        where = directory / ENSEMBLE_NAME
         try:
-            spec = json.loads((directory / ENSEMBLE_NAME).read_text())
-            weights = {str(k): float(v) for k, v in spec["members"].items()}
-            temperature = float(spec.get("temperature", 1.0))
-        except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
-            raise ModelLoadError(f"{directory / ENSEMBLE_NAME}: not a valid ensemble ({error})") from None
-        members = {}
+            spec = json.loads(where.read_text())
+        except (OSError, ValueError, RecursionError) as error:  # ValueError: bad JSON or not UTF-8
+            raise ModelLoadError(f"{where}: not a valid ensemble ({error})") from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("members"), dict):
+            raise ModelLoadError(f'{where}: not a valid ensemble: expected {{"members": {{name: weight, ...}}}}')
+        unknown = sorted(set(spec) - {"members", "temperature", "confidence_threshold", "evaluated_by"})
+        if unknown:
+            raise ModelLoadError(f"{where}: unknown ensemble keys {unknown}")
+        if not 1 <= len(spec["members"]) <= 8:
+            raise ModelLoadError(f"{where}: an ensemble has 1 to 8 members, not {len(spec['members'])}")
+
+        def number(what: str, value: object, probability: bool = False) -> float:
+            # NaN fails both comparisons; JSON true is a bool, not a number, here.
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (is_number and (0 <= value <= 1 if probability else 0 < value <= 100)):
+                allowed = "in [0, 1]" if probability else "in (0, 100]"
+                raise ModelLoadError(f"{where}: {what} must be a number {allowed}, got {value!r:.80}")
+            return float(value)
+
+        weights = {m: number(f"the weight of {m!r:.80}", w) for m, w in spec["members"].items()}
+        temperature = number("temperature", spec.get("temperature", 1.0))
+        threshold = number("confidence_threshold", spec.get("confidence_threshold", 0.0), probability=True)
+        part = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"  # a file name or one half of a Hub id; never "." or ".."
+        root = directory.resolve()
+        sources = {}
         for member in weights:
             local = directory / member
-            source = local if member not in MODEL_DESCRIPTIONS and local.is_dir() else member
-            members[member] = EmotionRecognizer.from_pretrained(source, backend)
-        return cls(members, weights, name or directory.name, temperature)
+            if member in MODEL_DESCRIPTIONS:
+                sources[member] = WEIGHTS_DIR / member
+            # resolve(): a symlinked sub-folder must not lead outside the folder either.
+            elif re.fullmatch(part, member) and local.is_dir() and local.resolve().parent == root:
+                sources[member] = local
+            # Not also a folder under the working directory, which resolve_model_dir would load instead.
+            elif re.fullmatch(f"{part}/{part}", member) and not Path(member).exists():
+                sources[member] = member  # downloaded below, once every member has passed these checks
+            else:
+                raise ModelLoadError(
+                    f"{where}: member {member!r:.80} is not a bundled model ({', '.join(MODEL_DESCRIPTIONS)}), "
+                    "a sub-folder of the ensemble's folder or a Hub repo id (user/name)"
+                )
+        members = {}
+        for member, source in sources.items():
+            source = resolve_model_dir(source)
+            if (source / ENSEMBLE_NAME).is_file():
+                raise ModelLoadError(f"{where}: member {member!r} is itself an ensemble; ensembles do not nest")
+            members[member] = EmotionRecognizer(EmotionModel.from_pretrained(source), member, backend, source)
+        return cls(members, weights, name or directory.name, temperature, threshold)
 
     @property
     def top_db(self) -> float:
         return self._top_db
+
+    @property
+    def confidence_threshold(self) -> float:
+        return self._confidence_threshold
 
     @property
     def temperature(self) -> float:

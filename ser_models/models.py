@@ -75,10 +75,13 @@ class WhisperHeadConfig:
     encoder: str = "whisper-base"
     pad_seconds: float = 0.0  # pad the speech with silence to this length before encoding; 0: no padding
     compute_type: str = "float32"  # CTranslate2's: "float32", or "int8" (quantised weights, about 2x faster)
-    n_features: int = 1024  # mean and std of the encoder states (2 × Whisper-base's 512)
+    n_features: int = 1024  # mean and std of the encoder states (2 × Whisper-base's 512) per layer used
+    # "whisper-base-layers" encodes every layer (0: the convolutional stem, 6: the last); the head reads these.
+    layers: list[int] = field(default_factory=list)
     hidden: int = 0  # 0: a linear head (multinomial logistic regression)
     top_db: float = features.TOP_DB
     temperature: float = 1.0
+    confidence_threshold: float = 0.0  # below this top probability the answer is "uncertain" (0: never)
 
 
 class EmotionModel(nn.Module):
@@ -126,10 +129,14 @@ class EmotionModel(nn.Module):
         directory = resolve_model_dir(name_or_path)
         try:
             raw = json.loads((directory / CONFIG_NAME).read_text())
-        except (OSError, json.JSONDecodeError) as error:
+        except (OSError, ValueError, RecursionError) as error:  # ValueError: bad JSON or not UTF-8
             raise ModelLoadError(f"{directory / CONFIG_NAME}: cannot read the model config ({error})") from None
+        if not isinstance(raw, dict):
+            raise ModelLoadError(f"{directory / CONFIG_NAME}: the model config must be a JSON object")
         model_class = cls if cls is not EmotionModel else _model_class(raw, directory)
-        model = model_class(model_class.resolve_paths(parse_config(model_class, raw, directory), directory))
+        config = model_class.resolve_paths(parse_config(model_class, raw, directory), directory)
+        check_weights_header(model_class, config, directory)
+        model = model_class(config)
         try:
             state = load_file(str(directory / WEIGHTS_NAME))
         except (OSError, ValueError, SafetensorError) as error:
@@ -138,6 +145,8 @@ class EmotionModel(nn.Module):
             model.load_state_dict(state, strict=True)
         except RuntimeError as error:
             raise ModelLoadError(f"{directory}: the weights do not match the config: {error}") from None
+        if not all(torch.isfinite(tensor).all() for tensor in state.values() if tensor.is_floating_point()):
+            raise ModelLoadError(f"{directory / WEIGHTS_NAME}: the weights hold NaN or infinite values")
         return model.eval()
 
 
@@ -165,8 +174,15 @@ def _model_class(raw: dict, directory: Path) -> type[EmotionModel]:
 
 
 def parse_config(model_class: type[EmotionModel], raw: dict, directory: Path | str = "config"):
-    """Build and check a config before any weights are touched."""
+    """Build and check a config before any weights are touched.
+
+    A model folder may come from anywhere (``--model``, ``SER_*_MODEL``, a Hub repo): every value
+    must lie in a sane range, so that no config can size a network of gigabytes or fail only at
+    predict time (a NaN ``top_db``).
+    """
     where = f"{Path(directory) / CONFIG_NAME}"
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{where}: the model config must be a JSON object")
     if raw.get("model_type") != model_class.model_type:
         raise ModelLoadError(f"{where}: model_type is {raw.get('model_type')!r}, not {model_class.model_type!r}")
     if raw.get("features") != features.describe():
@@ -181,20 +197,93 @@ def parse_config(model_class: type[EmotionModel], raw: dict, directory: Path | s
         raise ModelLoadError(f"{where}: unknown config keys {unknown}")
     defaults = model_class.config_class()
     for key, value in values.items():
-        expected = type(getattr(defaults, key))
-        ok = (
-            isinstance(value, (int, float)) and not isinstance(value, bool)
-            if expected is float
-            else isinstance(value, expected)
-        )
-        if not ok:
-            raise ModelLoadError(f"{where}: {key} must be {expected.__name__}, got {value!r}")
+        _check_config_value(key, value, type(getattr(defaults, key)), where)
     config = model_class.config_class(**values)
     if list(config.labels) != list(EMOTIONS):
         raise ModelLoadError(f"{where}: labels must be the 8 RAVDESS emotions {list(EMOTIONS)}, got {config.labels}")
-    if not 0 < float(config.temperature) < 100:
-        raise ModelLoadError(f"{where}: temperature must be a positive number, got {config.temperature!r}")
     return config
+
+
+# The values a config may hold, by field (for a list: each entry). Wide enough for any model trained
+# here, narrow enough that no config sizes a network beyond a few hundred MB. NaN and infinities fail
+# every comparison, so no float check needs its own isfinite.
+CONFIG_RANGES = {
+    "hidden": ("0 to 4096", lambda v: 0 <= v <= 4096),
+    "channels": ("1 to 1024", lambda v: 1 <= v <= 1024),
+    "rnn_hidden": ("1 to 1024", lambda v: 1 <= v <= 1024),
+    "members": ("1 to 32", lambda v: 1 <= v <= 32),
+    "n_features": ("1 to 65536", lambda v: 1 <= v <= 65536),
+    "layers": ("0 to 31", lambda v: 0 <= v <= 31),
+    "dropout": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "input_noise": ("in [0, 10]", lambda v: 0 <= v <= 10),
+    "pad_seconds": ("in [0, 30]", lambda v: 0 <= v <= 30),
+    "top_db": ("in (0, 120]", lambda v: 0 < v <= 120),
+    "temperature": ("in (0, 100]", lambda v: 0 < v <= 100),
+    "confidence_threshold": ("in [0, 1]", lambda v: 0 <= v <= 1),
+}
+# Each conv block halves the mel bands: past log2(N_MELS) blocks no band is left.
+CONFIG_LIST_LENGTHS = {"channels": (1, int(math.log2(features.N_MELS))), "hidden": (0, 8), "layers": (0, 32)}
+CONFIG_CHOICES = {
+    "normalization": ("band", "utterance"),
+    "pooling": ("mean", "mean+std"),
+    "compute_type": ("float32", "int8"),
+}
+
+
+def _is_number(value: object, kind: type) -> bool:
+    # JSON true is a Python bool, which is an int: never a size or a probability here.
+    return isinstance(value, (int,) if kind is int else (int, float)) and not isinstance(value, bool)
+
+
+def _check_config_value(key: str, value: object, expected: type, where: str) -> None:
+    if expected in (int, float):
+        ok = _is_number(value, expected)
+    elif expected is list:
+        ok = isinstance(value, list) and (key == "labels" or all(_is_number(v, int) for v in value))
+    else:
+        ok = isinstance(value, expected)
+    if not ok:
+        kind = "a list of int" if expected is list and key != "labels" else expected.__name__
+        raise ModelLoadError(f"{where}: {key} must be {kind}, got {value!r:.80}")
+    if key in CONFIG_LIST_LENGTHS:
+        low, high = CONFIG_LIST_LENGTHS[key]
+        if isinstance(value, list) and not low <= len(value) <= high:
+            raise ModelLoadError(f"{where}: {key} must have {low} to {high} entries, got {len(value)}")
+    if key in CONFIG_RANGES:
+        allowed, in_range = CONFIG_RANGES[key]
+        for entry in value if isinstance(value, list) else [value]:
+            if not in_range(entry):
+                raise ModelLoadError(f"{where}: {key} must be {allowed}, got {entry!r:.80}")
+    if key in CONFIG_CHOICES and value not in CONFIG_CHOICES[key]:
+        raise ModelLoadError(f"{where}: {key} must be one of {CONFIG_CHOICES[key]}, got {value!r:.80}")
+    # A Hub id or a folder name: longer than a file name may be, the OS refuses it with an OSError.
+    if key == "encoder" and not (0 < len(value) <= 255 and "\0" not in value):
+        raise ModelLoadError(f"{where}: encoder must be a Hub repo id or a folder name, got {value!r:.80}")
+
+
+def check_weights_header(model_class: type[EmotionModel], config, directory: Path) -> None:
+    """Refuse weights whose tensors are not those the config implies, from the file's header alone:
+    nothing is allocated for a config that does not match its weights."""
+    from safetensors import safe_open
+
+    with torch.device("meta"):  # shapes only, no memory
+        expected = {name: tuple(t.shape) for name, t in model_class(config).state_dict().items()}
+    path = directory / WEIGHTS_NAME
+    try:
+        with safe_open(str(path), "pt") as weights:
+            actual = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except (OSError, ValueError, SafetensorError) as error:
+        raise ModelLoadError(f"{path}: cannot read the weights ({error})") from None
+    problems = [f"missing {name}" for name in sorted(expected.keys() - actual.keys())]
+    problems += [f"unexpected {name}" for name in sorted(actual.keys() - expected.keys())]
+    problems += [
+        f"{name} is {list(actual[name])}, the config implies {list(shape)}"
+        for name, shape in expected.items()
+        if name in actual and actual[name] != shape
+    ]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ModelLoadError(f"{directory}: the weights do not match the config: {'; '.join(problems[:3])}{more}")
 
 
 def conv_blocks(channels: list[int], dropout: float) -> nn.Sequential:
@@ -416,12 +505,19 @@ class WhisperHead(EmotionModel):
         return encoder_for(self.config.encoder, self.config.pad_seconds, self.config.compute_type)
 
     def prepare(self) -> None:
-        self.encoder()
+        encoder = self.encoder()
+        layers = getattr(encoder, "n_layers", None)  # set by encoders that return every layer
+        if layers is not None and not (self.config.layers and max(self.config.layers) < layers):
+            raise ModelLoadError(
+                f"the encoder {self.config.encoder!r} gives layers 0-{layers - 1}; this head reads {self.config.layers}"
+            )
 
     def featurize(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         encoder = self.encoder()
         clips = [audio[i, : int(n)].numpy() for i, n in enumerate(lengths)]
         pooled = torch.from_numpy(encoder(clips))
+        if pooled.ndim == 3:  # (clips, layers, 2 d): the layers this head reads, side by side
+            pooled = pooled[:, self.config.layers].reshape(len(clips), -1)
         if pooled.shape[-1] != self.config.n_features:
             raise ModelLoadError(
                 f"the encoder {self.config.encoder!r} gives {pooled.shape[-1]} features; "

@@ -164,14 +164,51 @@ class OnnxNetwork:
         return torch.from_numpy(logits)
 
 
-def shipped_network(directory: str | os.PathLike | None) -> OnnxNetwork | None:
-    """The ``model.onnx`` in a model folder, if it was exported from the weights beside it."""
+def shipped_network(directory: str | os.PathLike | None, model: EmotionModel | None = None) -> OnnxNetwork | None:
+    """The ``model.onnx`` in a model folder, if it was exported from the weights beside it.
+
+    A folder may come from anywhere, and the stamp only claims which weights the graph was made
+    from: the graph must also read no other file and give the torch network's logits on a fixed
+    input, or it is not used (``network`` then exports the model again). ``model``: the one loaded
+    from ``directory``; loaded here when None.
+    """
     if directory is None or not (Path(directory) / ONNX_NAME).is_file():
         return None
-    network = OnnxNetwork(Path(directory) / ONNX_NAME)
+    path = Path(directory) / ONNX_NAME
+    data = path.read_bytes()  # checked and served from memory: the file cannot change in between
+    # onnxruntime reads a tensor's external data from the file named under the key "location",
+    # which protobuf stores verbatim: a graph without these bytes reads no other file.
+    if b"location" in data:
+        warnings.warn(f"{path} refers to external data: not used, the model is exported again", stacklevel=2)
+        return None
+    try:
+        network = OnnxNetwork(data)
+    except Exception as error:  # onnxruntime raises its own exception types for an invalid graph
+        warnings.warn(f"{path} is not a valid ONNX model ({error}): the model is exported again", stacklevel=2)
+        return None
     if network.metadata.get(WEIGHTS_HASH_KEY) != weights_sha256(directory):
         return None  # stale: the weights were replaced after the export
+    if not same_logits(network, model or EmotionModel.from_pretrained(directory)):
+        warnings.warn(f"{path} does not compute the weights' network: the model is exported again", stacklevel=2)
+        return None
     return network
+
+
+def same_logits(network: OnnxNetwork, model: EmotionModel, tolerance: float = 1e-3) -> bool:
+    """Whether an ONNX graph gives the torch model's logits on one fixed input."""
+    with torch_threads(FEATURE_THREADS), torch.no_grad():  # one clip: a second thread only waits (see there)
+        if hasattr(model, "feature_mean"):
+            # Standardised inputs, drawn around the training statistics: no Whisper encoder run (0.3 s).
+            noise = torch.randn(1, model.feature_mean.numel(), generator=torch.Generator().manual_seed(0))
+            inputs = model.feature_mean + model.feature_std * noise
+        else:
+            inputs = example_inputs(model, batch=1)
+        expected = model(inputs)
+    try:
+        actual = network(inputs).double()
+    except Exception:  # onnxruntime's own types, for a graph that takes other inputs
+        return False
+    return actual.shape == expected.shape and torch.allclose(actual, expected.double(), rtol=tolerance, atol=tolerance)
 
 
 def network(
@@ -191,7 +228,7 @@ def network(
         if not explicit:
             return "torch", model
         raise BackendError("the onnx backend needs onnxruntime: pip install -r requirements.txt, or use torch")
-    shipped = shipped_network(directory)
+    shipped = shipped_network(directory, model)
     if shipped is not None:
         return "onnx", shipped
     if not explicit and not exporter_available():

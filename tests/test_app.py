@@ -67,6 +67,20 @@ def test_verdict_names_rank_of_missed_target():
     assert "No match" in reading.verdict and "calm" in reading.verdict and "2nd of 8" in reading.verdict
 
 
+def test_verdict_says_uncertain_when_the_speech_is_buried_or_the_model_unsure():
+    from ser_models.demo import Analysis
+    from ser_models.features import Trimmed
+
+    probabilities = dict(zip(EMOTIONS, [0.05, 0.05, 0.1, 0.2, 0.45, 0.05, 0.05, 0.05], strict=True))
+    speech = Trimmed(np.zeros(16000, np.float32), 0, 16000)
+    buried = Reading(Analysis(probabilities, speech, 1.0, snr_db=0.5), "angry")
+    assert "Uncertain" in buried.verdict and "noise" in buried.verdict and "Match" not in buried.verdict
+    unsure = Reading(Analysis(probabilities, speech, 1.0, snr_db=30.0, confidence_threshold=0.6), None)
+    assert "Uncertain" in unsure.verdict and "unsure" in unsure.verdict
+    sure = Reading(Analysis(probabilities, speech, 1.0, snr_db=30.0, confidence_threshold=0.4), "angry")
+    assert "Match" in sure.verdict
+
+
 def test_no_audio_is_a_clear_error():
     with pytest.raises(AudioError, match="record the sentence"):
         analyze(load_recognizers({})["mfcc-mlp"], None, "happy")

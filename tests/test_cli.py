@@ -22,7 +22,8 @@ def test_json_lines_contract_in_a_real_process(sample_clips):
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["file"] for r in rows] == [str(c) for c in sample_clips[:3]]
     for row in rows:
-        assert set(row) == {"file", "label", "probabilities"}
+        assert set(row) == {"file", "label", "verdict", "snr_db", "probabilities"}
+        assert row["verdict"] in (row["label"], "uncertain") and row["snr_db"] > 20  # studio speech
         assert list(row["probabilities"]) == list(EMOTIONS)
         assert abs(sum(row["probabilities"].values()) - 1) < 1e-6
         assert row["label"] == max(row["probabilities"], key=row["probabilities"].get)
@@ -41,7 +42,7 @@ def test_bad_file_is_reported_and_the_rest_still_predicted(sample_clips, tmp_pat
 def test_csv_output(sample_clips, capsys):
     assert main(["predict", *map(str, sample_clips[:2]), "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert len(rows) == 2 and list(rows[0]) == ["file", "label", *EMOTIONS]
+    assert len(rows) == 2 and list(rows[0]) == ["file", "verdict", "snr_db", "label", *EMOTIONS]
     assert abs(sum(float(rows[0][e]) for e in EMOTIONS) - 1) < 1e-4
 
 
@@ -105,3 +106,23 @@ def test_session_adapts_all_files_together_and_denoise_runs(sample_clips, capsys
     assert all(abs(a[e] - b[e]) < 1e-5 for a, b in zip(adapted, expected, strict=True) for e in EMOTIONS)
     assert main(["predict", files[0], "--denoise", "--no-progress"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_speech_buried_in_noise_is_uncertain_and_noise_alone_is_refused(angry_clip, tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    from ser_models import load_audio
+    from train import corrupt
+
+    clip = load_audio(angry_clip)
+    rng = np.random.default_rng(0)
+    sf.write(
+        tmp_path / "buried.wav", corrupt.add_noise(clip, corrupt.coloured_noise(clip.size, "white", rng), 0), 16000
+    )
+    sf.write(tmp_path / "hiss.wav", 0.1 * rng.standard_normal(48000), 16000)
+    status = main(["predict", str(tmp_path / "buried.wav"), str(tmp_path / "hiss.wav")])
+    out, err = capsys.readouterr()
+    [row] = [json.loads(line) for line in out.splitlines()]
+    assert status == 1 and row["verdict"] == "uncertain" and row["snr_db"] < 3
+    assert "hiss.wav" in err and "no speech" in err

@@ -23,7 +23,7 @@ from ser_models import (
 )
 
 
-@pytest.fixture(scope="module", params=["whisper-cnn", "mel-cnn", "whisper-base", "mfcc-mlp"])
+@pytest.fixture(scope="module", params=["whisper-layers", "whisper-cnn", "mel-cnn", "whisper-base", "mfcc-mlp"])
 def recognizer(request):
     return EmotionRecognizer.from_pretrained(request.param)
 
@@ -34,18 +34,30 @@ def assert_distribution(probabilities):
     assert math.isclose(sum(probabilities.values()), 1.0, abs_tol=1e-6)
 
 
-def test_default_model_is_the_evaluated_whisper_cnn_ensemble():
+def test_default_model_is_the_evaluated_whisper_layers_head():
+    import json
+    from pathlib import Path
+
+    default = EmotionRecognizer.from_pretrained()
+    assert default.name == "whisper-layers" and default.model.model_type == "whisper-head"
+    evaluated = json.loads((Path(__file__).parents[1] / "reports" / "robustness_whisper-layers.json").read_text())
+    config = default.model.config
+    assert config.layers == evaluated["layers"] and config.temperature == pytest.approx(evaluated["temperature"])
+    assert config.confidence_threshold == evaluated["confidence_threshold"]
+
+
+def test_the_shipped_ensemble_is_the_evaluated_one():
     import json
     from pathlib import Path
 
     from ser_models.inference import EnsembleRecognizer
 
-    default = EmotionRecognizer.from_pretrained()
-    assert isinstance(default, EnsembleRecognizer) and default.name == "whisper-cnn"
-    assert default.members["mel-cnn"].model.model_type == "mel-cnn"
-    assert default.members["whisper-base"].model.model_type == "whisper-head"
+    ensemble = EmotionRecognizer.from_pretrained("whisper-cnn")
+    assert isinstance(ensemble, EnsembleRecognizer) and ensemble.name == "whisper-cnn"
+    assert ensemble.members["mel-cnn"].model.model_type == "mel-cnn"
+    assert ensemble.members["whisper-base"].model.model_type == "whisper-head"
     evaluated = json.loads((Path(__file__).parents[1] / "reports" / "ensemble_whisper-cnn.json").read_text())
-    assert default.weights == evaluated["weights"]
+    assert ensemble.weights == evaluated["weights"]
 
 
 def test_predict_file_and_waveform_agree(recognizer, angry_clip):
@@ -78,7 +90,7 @@ def test_long_recording_uses_every_window(recognizer, sample_clips):
     assert_distribution(analysis.probabilities)
 
 
-@pytest.mark.parametrize("name", ["whisper-cnn", "mel-cnn", "whisper-base"])
+@pytest.mark.parametrize("name", ["whisper-layers", "whisper-cnn", "mel-cnn", "whisper-base"])
 def test_bundled_models_recognise_training_speech(sample_clips, name):
     # Actor 02 is in the bundled models' training set: a sanity check, not an accuracy figure.
     recognizer = EmotionRecognizer.from_pretrained(name)
@@ -103,10 +115,13 @@ def test_bad_waveforms_raise_documented_errors(samples, rate, error):
         EmotionRecognizer.from_pretrained("mfcc-mlp").predict(samples, rate)
 
 
-def test_short_blip_is_too_short():
+def test_a_fifth_of_a_second_of_speech_is_too_short(angry_clip):
+    from ser_models import features
+
+    speech = features.trim_silence(load_audio(angry_clip)).audio
     blip = np.zeros(32000, dtype=np.float32)
-    blip[1000:2000] = np.sin(np.arange(1000) / 5)
-    with pytest.raises(TooShortError):
+    blip[8000:11200] = speech[8000:11200] * np.hanning(3200)  # 0.2 s: a syllable, not a word
+    with pytest.raises((TooShortError, SilentAudioError)):
         EmotionRecognizer.from_pretrained("mfcc-mlp").predict(blip, 16000)
 
 
