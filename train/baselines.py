@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import platform
-import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -62,11 +61,10 @@ from ser_models.audio import SAMPLE_RATE
 from ser_models.labels import EMOTIONS
 from train import data
 from train.crossval import PROTOCOLS, chance_levels, protocol_splits
+from train.reports import REPORTS_DIR, ROOT, RUNS_DIR, command_line, write_report
 from train.splits import N_FOLDS, Split
 
-ROOT = Path(__file__).resolve().parents[1]
-REPORTS_DIR = ROOT / "reports"
-CACHE_DIR = ROOT / "runs" / "baselines"
+CACHE_DIR = RUNS_DIR / "baselines"
 SEED = 42
 THREADS = 1  # BLAS/OpenMP threads and n_jobs for every fit
 RAW_RATE = 2_000  # Hz the padded 4 s clip is resampled to: 8,000 dims
@@ -369,14 +367,14 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
     report = {
-        "command": "python -m train.baselines " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("train.baselines", argv),
         **environment(),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **run_baselines(data.load_ravdess(args.data), protocols, args.only),
     }
     report["seconds"] = round(time.perf_counter() - started, 1)
     args.reports.mkdir(parents=True, exist_ok=True)
-    (args.reports / "baselines.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.reports / "baselines.json")
     print(markdown_table(report))
     return report
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +22,8 @@ import torch
 
 from ser_models.models import EmotionModel
 from train import splits
-from train.crossval import REPORTS_DIR, load_features
+from train.crossval import load_features
+from train.reports import REPORTS_DIR, command_line, write_report
 from train.trainer import predict_logits
 
 ECE_BINS = 15
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_type = fold_model_type(args.folds)
     report = {
         "model": model_type,
-        "command": "python -m train.calibration " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("train.calibration", argv),
         "bins": ECE_BINS,
         "cross_validated": evaluate_folds(args.folds, labels.numpy()),
     }
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{cv['nll_after']['mean']:.3f}"
     )
     args.reports.mkdir(parents=True, exist_ok=True)
-    (args.reports / f"calibration_{model_type}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.reports / f"calibration_{model_type}.json")
     return report
 
 

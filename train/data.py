@@ -160,3 +160,31 @@ def tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     """(log-mel, speech lengths, emotion labels) of a dataset with features, as tensors."""
     table = dataset.with_format("torch", columns=["log_mel", "length", "emotion"])[:]
     return table["log_mel"].float(), table["length"].long(), table["emotion"].long()
+
+
+EXTRA_ENV = "SER_EXTRA_DIR"
+DEFAULT_EXTRA_DIR = DEFAULT_DATA_DIR.parent / "extra"
+EXTRA_CORPORA = ("tess", "turev_db", "urdu")
+
+
+def extra_dir() -> Path:
+    """The out-of-corpus sets (TESS, TurEV-DB, URDU): $SER_EXTRA_DIR, else ../shared/data/extra."""
+    return Path(os.environ.get(EXTRA_ENV, DEFAULT_EXTRA_DIR))
+
+
+def load_extra(corpus: str, folder: str | os.PathLike | None = None) -> Dataset:
+    """One extra corpus as rows of ``audio`` (path), ``emotion`` (RAVDESS names) and ``speaker``,
+    from its ``labels.csv`` (``file,emotion,speaker``)."""
+    root = Path(folder or extra_dir()) / corpus
+    table = datasets.load_dataset("csv", data_files=str(root / "labels.csv"), split="train")
+    unknown = sorted(set(table["emotion"]) - set(EMOTIONS))
+    if unknown:
+        raise ValueError(f"{root / 'labels.csv'}: emotions {unknown} are not RAVDESS emotions")
+    return Dataset.from_dict(
+        {
+            "audio": [{"bytes": None, "path": str(root / name)} for name in table["file"]],
+            "emotion": table["emotion"],
+            "speaker": table["speaker"],
+        },
+        features=Features({"audio": FEATURES["audio"], "emotion": FEATURES["emotion"], "speaker": Value("string")}),
+    )

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import shlex
-import sys
 from pathlib import Path
 
 import evaluate
@@ -25,7 +22,8 @@ from scipy.special import log_softmax
 
 from ser_models.inference import ENSEMBLE_NAME
 from ser_models.labels import EMOTIONS
-from train.crossval import METRICS_MODULE, REPORTS_DIR, fold_scores, plot_confusion, summarize
+from train.crossval import METRICS_MODULE, fold_scores, plot_confusion, summarize
+from train.reports import REPORTS_DIR, command_line, write_report
 
 WEIGHT_STEPS = 10  # weights in multiples of 1/10, summing to 1
 CALM, NEUTRAL = EMOTIONS.index("calm"), EMOTIONS.index("neutral")
@@ -131,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"{name} was cross-validated on actors {folds[0]['actors']}, the data has {actors}")
     labels = np.asarray(dataset["emotion"])
     report = {
-        "command": "python -m train.ensemble " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("train.ensemble", argv),
         "protocol": "speaker-independent",
         **evaluate_ensemble(members, labels),
     }
@@ -139,9 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
         spec = {"members": report["weights"], "temperature": 1.0, "evaluated_by": report["command"]}
-        (args.output / ENSEMBLE_NAME).write_text(json.dumps(spec, indent=2) + "\n")
+        write_report(spec, args.output / ENSEMBLE_NAME)
     args.reports.mkdir(parents=True, exist_ok=True)
-    (args.reports / f"ensemble_{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.reports / f"ensemble_{name}.json")
     ensemble = report["ensemble"]
     plot_confusion(
         ensemble["confusion_matrix"],

@@ -14,9 +14,6 @@ the noise's, and the noise covers the whole clip, silences included. Writes repo
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,31 +25,13 @@ from ser_models.denoise import reduce_noise
 from ser_models.inference import EmotionRecognizer
 from ser_models.labels import EMOTIONS
 from ser_models.models import EmotionModel
-from train import data
+from train import corrupt, data
 from train.calibration import fold_actors, fold_model_type
-from train.crossval import REPORTS_DIR
+from train.reports import REPORTS_DIR, command_line, write_report
 
 SNRS_DB = (20, 10, 5)
 NOISES = ("white", "babble")
-BABBLE_TALKERS = 6
 SEED = 42
-
-
-def mix(clip: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """``clip`` plus ``noise`` scaled so that the clip's speech is ``snr_db`` above it."""
-    speech = features.trim_silence(clip, min_speech_seconds=0.0).audio
-    speech_power = float(np.mean(np.square(speech, dtype=np.float64)))
-    noise = np.resize(noise, clip.size)
-    gain = np.sqrt(speech_power / (np.mean(np.square(noise, dtype=np.float64)) * 10 ** (snr_db / 10)))
-    mixed = clip + gain * noise
-    peak = np.abs(mixed).max()
-    return (mixed / peak if peak > 1 else mixed).astype(np.float32)
-
-
-def babble(sources: list[np.ndarray], length: int, rng: np.random.Generator) -> np.ndarray:
-    picks = rng.choice(len(sources), size=BABBLE_TALKERS, replace=False)
-    talkers = [np.resize(sources[i], length) for i in picks]
-    return np.sum([t / (np.sqrt(np.mean(np.square(t))) + 1e-9) for t in talkers], axis=0)
 
 
 def scores(recognizer: EmotionRecognizer, clips: list[np.ndarray], labels: np.ndarray) -> dict[str, float]:
@@ -88,10 +67,11 @@ def evaluate_folds(folds_dir: Path, audio: list[np.ndarray], labels: np.ndarray)
             for snr in SNRS_DB:
                 noisy = []
                 for clip in test:
-                    source = (
-                        rng.standard_normal(clip.size) if noise == "white" else babble(train_speech, clip.size, rng)
-                    )
-                    noisy.append(mix(clip, source, snr))
+                    if noise == "white":
+                        source = corrupt.coloured_noise(clip.size, "white", rng)
+                    else:
+                        source = corrupt.babble_noise(clip.size, train_speech, rng)
+                    noisy.append(corrupt.add_noise(clip, source, snr))
                 conditions[f"{noise} {snr} dB"] = noisy
         folds[fold_dir.name] = {
             name: {
@@ -154,13 +134,13 @@ def main(argv: list[str] | None = None) -> dict:
     model_type = fold_model_type(args.folds[0])
     report = {
         "model": model_type,
-        "command": "python -m train.noise " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("train.noise", argv),
         "snr_db": SNRS_DB,
         "common_folds": sorted(common),
         "runs": runs,
     }
     args.reports.mkdir(parents=True, exist_ok=True)
-    (args.reports / f"noise_{model_type}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.reports / f"noise_{model_type}.json")
     return report
 
 

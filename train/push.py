@@ -19,8 +19,8 @@ from huggingface_hub import HfApi
 
 from ser_models.inference import DEFAULT_MODEL, ENSEMBLE_NAME, WEIGHTS_DIR, EnsembleRecognizer
 from ser_models.models import CONFIG_NAME, WEIGHTS_NAME, EmotionModel, ModelLoadError
+from train.reports import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL_CARD = ROOT / "model_card.md"
 
 

@@ -9,9 +9,6 @@ One man and one woman are held out for early stopping; all other actors train th
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -21,7 +18,8 @@ import torch
 
 from ser_models.inference import WEIGHTS_DIR
 from train import data, splits
-from train.crossval import REPORTS_DIR, device_name, load_features
+from train.crossval import device_name, load_features
+from train.reports import REPORTS_DIR, command_line, write_report
 from train.trainer import TRAIN_CONFIGS, train_model
 
 
@@ -64,8 +62,7 @@ def main(model_type: str, argv: list[str] | None = None) -> dict:
     result.model.save_pretrained(args.output)
     report = {
         "model": model_type,
-        "command": f"python -m train.{parser.prog.rsplit('.', 1)[-1]} "
-        + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line(f"train.{parser.prog.rsplit('.', 1)[-1]}", argv),
         "device": device_name(),
         "train_actors": sorted(set(actors) - set(validation_actors)),
         "validation_actors": validation_actors,
@@ -78,7 +75,7 @@ def main(model_type: str, argv: list[str] | None = None) -> dict:
         "history": result.history,
     }
     args.reports.mkdir(parents=True, exist_ok=True)
-    (args.reports / f"train_{model_type}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.reports / f"train_{model_type}.json")
     print(
         f"saved {model_type} to {args.output}: best validation macro-F1 {result.best_validation_f1:.3f} "
         f"at epoch {result.best_epoch}, {report['total_seconds']:.0f} s on {report['device']}"

@@ -14,9 +14,6 @@ of one kind) is broken. Labels are read only to score. Writes reports/session_<m
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +21,8 @@ import numpy as np
 from ser_models.labels import EMOTIONS
 from ser_models.session import PRIOR_WEIGHT, SpeakerSession
 from train.calibration import fit_temperature, fold_actors, fold_model_type, softmax
-from train.crossval import REPORTS_DIR, load_features
+from train.crossval import load_features
+from train.reports import REPORTS_DIR, command_line, write_report
 
 SESSION_SIZES = (5, 10, 20, None)  # None: every take of the speaker
 ORDERS = 20
@@ -114,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_type = fold_model_type(args.folds)
     report = {
         "model": model_type,
-        "command": "python -m train.session " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("train.session", argv),
         "prior_weight": PRIOR_WEIGHT,
         "orders": ORDERS,
         "accuracy": summary,
@@ -123,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     for key in keys:
         print(f"{key:>15}: {summary[key]['mean']:.1%} ± {summary[key]['std']:.1%}")
     args.reports.mkdir(parents=True, exist_ok=True)
-    (args.reports / f"session_{model_type}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.reports / f"session_{model_type}.json")
     return report
 
 

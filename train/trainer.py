@@ -33,7 +33,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     spec_augment: bool = True  # time and frequency masks on the log-mel
     mixup: float = 0.0  # Beta(a, a) mixing of inputs and targets; 0 = off
-    noise: float = 0.0  # share of clips mixed with white noise or babble at NOISE_SNR_DB; 0 = off
+    noise: float = 0.0  # share of clips mixed with white noise or babble at MEL_NOISE_SNR_DB; 0 = off
     seed: int = 42
 
 
@@ -86,15 +86,17 @@ def spec_augment(
     return torch.where(masked_t | masked_f, level, log_mel)
 
 
-NOISE_SNR_DB = (5.0, 30.0)
+MEL_NOISE_SNR_DB = (5.0, 30.0)
 
 
-def add_noise(log_mel: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator, share: float) -> torch.Tensor:
+def add_mel_noise(
+    log_mel: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator, share: float
+) -> torch.Tensor:
     """Additive noise, mixed in the mel power domain of the cached log-mel (no audio is re-read).
 
     Half the noisy clips get white noise (a flat spectrum through the mel filters), half get
     babble: three other clips of the batch, each at unit power. The SNR is uniform in
-    NOISE_SNR_DB over the clip's speech frames; the result is floored like ``log_mel_spectrogram``.
+    MEL_NOISE_SNR_DB over the clip's speech frames; the result is floored like ``log_mel_spectrogram``.
     """
     n, n_mels, n_frames = log_mel.shape
     device = log_mel.device
@@ -110,7 +112,7 @@ def add_noise(log_mel: torch.Tensor, lengths: torch.Tensor, generator: torch.Gen
     white = features.mel_filters(device).sum(dim=1)[None, :, None].expand(n, n_mels, n_frames)
     use_white = (torch.rand(n, generator=generator) < 0.5).to(device)[:, None, None]
     noise = unit(torch.where(use_white, white, babble))
-    low, high = NOISE_SNR_DB
+    low, high = MEL_NOISE_SNR_DB
     snr_db = (low + (high - low) * torch.rand(n, generator=generator)).to(device)[:, None, None]
     noisy = (torch.rand(n, generator=generator) < share).to(device)[:, None, None]
     signal = (power * speech).sum(dim=(1, 2), keepdim=True) / (speech.sum(dim=(1, 2), keepdim=True) * n_mels)
@@ -174,7 +176,7 @@ def fit(
         for rows in length_bucketed_batches(train[1], config.batch_size, batch_generator):
             log_mel, lengths, labels = (t[rows].to(accelerator.device) for t in train)
             if config.noise > 0:
-                log_mel = add_noise(log_mel, lengths, mask_generator, config.noise)
+                log_mel = add_mel_noise(log_mel, lengths, mask_generator, config.noise)
             if config.spec_augment:
                 log_mel = spec_augment(log_mel, lengths, mask_generator)
             inputs = core.from_log_mel(log_mel, lengths, crop=True)

@@ -17,9 +17,6 @@ import argparse
 import copy
 import dataclasses
 import hashlib
-import json
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,10 +32,11 @@ from ser_models.inference import WEIGHTS_DIR
 from ser_models.models import WhisperHead, WhisperHeadConfig
 from ser_models.whisper import BUNDLED_ENCODER, TransformersWhisperEncoder, encoder_for
 from train import augment, data, splits
-from train.crossval import METRICS_MODULE, REPORTS_DIR, device_name, fold_scores, plot_confusion, summarize
+from train.crossval import METRICS_MODULE, device_name, fold_scores, plot_confusion, summarize
+from train.reports import REPORTS_DIR, RUNS_DIR, command_line, write_report
 
 MODEL_NAME = "whisper-head"
-CACHE_DIR = Path(__file__).resolve().parents[1] / "runs" / "whisper"
+CACHE_DIR = RUNS_DIR / "whisper"
 PADDINGS = (0.0, 8.0, 15.0, 30.0)
 LATENCY_CLIPS = 20  # clips timed per padding length, spread over the dataset
 
@@ -323,191 +321,223 @@ def save_finetuned(whisper, head: WhisperHead, output: Path) -> Path:
     return output
 
 
-def _command(argv: list[str] | None) -> str:
-    return "python -m train.whisper_head " + shlex.join(argv if argv is not None else sys.argv[1:])
+@dataclass
+class Run:
+    """What every subcommand starts from: the clips, their labels and actors, the folds and the report header."""
+
+    args: argparse.Namespace
+    dataset: object
+    labels: np.ndarray
+    actor_of_row: np.ndarray
+    fold_splits: list[splits.Split]
+    config: HeadTrainConfig
+    paddings: list[float]
+    common: dict
+
+    def model_config(self, pad: float) -> WhisperHeadConfig:
+        return WhisperHeadConfig(
+            encoder=self.args.encoder, pad_seconds=pad, compute_type=self.args.compute_type, hidden=self.config.hidden
+        )
+
+    def features(self, pad: float, augmentation: str | None = None) -> tuple[np.ndarray, float]:
+        args = self.args
+        return encoder_features(self.dataset, args.encoder, pad, args.compute_type, args.cache, augmentation)
 
 
-def _write(report: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
+def features_command(run: Run) -> dict:
+    for pad in run.paddings:
+        _, seconds = run.features(pad)
+        print(f"pad {pad:g} s: {seconds * 1000:.0f} ms per clip")
+    return {}
+
+
+def padding_command(run: Run) -> dict:
+    """Accuracy (validation and test) and encoder latency for each padding length."""
+    args, rows = run.args, []
+    timing_clips = speech_of(run.dataset.select(range(0, len(run.dataset), max(1, len(run.dataset) // LATENCY_CLIPS))))
+    for pad in run.paddings:
+        pooled, _ = run.features(pad)
+        latency = encoder_latency_ms(timing_clips, args.encoder, pad, args.compute_type)
+        result = cross_validate(
+            pooled, run.labels, run.actor_of_row, run.fold_splits, run.config, run.model_config(pad)
+        )
+        rows.append(
+            {
+                "pad_seconds": pad,
+                "encoder_ms_per_clip": round(latency, 1),
+                "validation_accuracy": result["validation_accuracy"],
+                **{key: result[key] for key in ("accuracy", "macro_f1", "uar")},
+            }
+        )
+        print(
+            f"pad {pad:>4g} s: validation {result['validation_accuracy']:.1%}, "
+            f"test {result['accuracy']['mean']:.1%} ± {result['accuracy']['std']:.1%}, "
+            f"macro-F1 {result['macro_f1']['mean']:.3f}, encoder {latency:.0f} ms/clip"
+        )
+    report = {**run.common, "protocol": "speaker-independent", "compute_type": args.compute_type, "paddings": rows}
+    name = f"whisper_padding_{args.encoder.replace('/', '--')}_{args.compute_type}.json"
+    write_report(report, args.reports / name)
+    return report
+
+
+def finetune_command(run: Run) -> dict:
+    args = run.args
+    if args.encoder == BUNDLED_ENCODER:
+        raise SystemExit("finetune needs a transformers Whisper checkpoint: --encoder openai/whisper-base or a folder")
+    actors = sorted({int(a) for a in run.actor_of_row})
+    validation_actors = splits.validation_pair(splits.actor_folds(actors)[0])
+    is_validation = np.isin(run.actor_of_row, validation_actors)
+    whisper, head, history = finetune(
+        args.encoder,
+        speech_of(run.dataset),
+        run.labels,
+        np.flatnonzero(~is_validation),
+        np.flatnonzero(is_validation),
+        FinetuneConfig(),
+    )
+    save_finetuned(whisper, head, args.output)
+    report = {**run.common, "finetune_config": asdict(FinetuneConfig()), "validation_actors": validation_actors}
+    report["history"] = history
+    write_report(report, args.reports / f"finetune_{MODEL_NAME}.json")
+    return report
+
+
+def augmentation_command(run: Run) -> dict:
+    """Each waveform augmentation's effect: one augmented copy of every training clip."""
+    args, pad, rows = run.args, run.paddings[0], []
+    pooled, _ = run.features(pad)
+    for name in [None, *args.augmentations]:
+        augmented = run.features(pad, augmentation=name)[0] if name else None
+        result = cross_validate(
+            pooled, run.labels, run.actor_of_row, run.fold_splits, run.config, run.model_config(pad), None, augmented
+        )
+        rows.append(
+            {
+                "augmentation": name or "none",
+                "validation_accuracy": result["validation_accuracy"],
+                **{key: result[key] for key in ("accuracy", "macro_f1", "uar")},
+            }
+        )
+        print(
+            f"{name or 'none':>8}: validation {result['validation_accuracy']:.1%}, "
+            f"test {result['accuracy']['mean']:.1%} ± {result['accuracy']['std']:.1%}, "
+            f"macro-F1 {result['macro_f1']['mean']:.3f}"
+        )
+    report = {
+        **run.common,
+        "protocol": "speaker-independent",
+        "pad_seconds": pad,
+        "compute_type": args.compute_type,
+        "settings": {
+            "noise_snr_db": augment.NOISE_SNR_DB,
+            "pitch_semitones": augment.PITCH_SEMITONES,
+            "stretch_rate": augment.STRETCH_RATE,
+            "gain_db": augment.GAIN_DB,
+        },
+        "augmentations": rows,
+    }
+    write_report(report, args.reports / "augmentation_whisper-head.json")
+    return report
+
+
+def crossval_command(run: Run) -> dict:
+    args, pad = run.args, run.paddings[0]
+    pooled, seconds = run.features(pad)
+    started = time.perf_counter()
+    protocol = "speaker-independent"
+    save_to = args.save_models / protocol if args.save_models else None
+    result = cross_validate(
+        pooled, run.labels, run.actor_of_row, run.fold_splits, run.config, run.model_config(pad), save_to
+    )
+    plot_confusion(
+        result["confusion_matrix"],
+        f"{MODEL_NAME} ({args.encoder}, pad {pad:g} s), {protocol}: accuracy {result['accuracy']['mean']:.1%}",
+        args.reports / f"confusion_{MODEL_NAME}_{protocol}.png",
+    )
+    print(
+        f"{MODEL_NAME} {protocol}: accuracy {result['accuracy']['mean']:.1%} ± {result['accuracy']['std']:.1%}, "
+        f"macro-F1 {result['macro_f1']['mean']:.3f} ± {result['macro_f1']['std']:.3f}"
+    )
+    report = {
+        **run.common,
+        "pad_seconds": pad,
+        "encoder_ms_per_clip": round(seconds * 1000, 1),
+        "protocols": {protocol: result},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_report(report, args.reports / f"cv_{MODEL_NAME}.json")
+    return report
+
+
+def train_command(run: Run) -> dict:
+    """The penalty chosen on the folds' validation actors, then one head on every actor at hand."""
+    args, pad = run.args, run.paddings[0]
+    pooled, seconds = run.features(pad)
+    model_config = run.model_config(pad)
+    l2, validation_accuracy = select_l2(pooled, run.labels, run.fold_splits, run.config, model_config)
+    model = fit_head((pooled, run.labels), dataclasses.replace(run.config, l2=l2), model_config)
+    model.save_pretrained(args.output)
+    runtime.save_onnx(args.output)
+    report = {
+        **run.common,
+        "pad_seconds": pad,
+        "encoder_ms_per_clip": round(seconds * 1000, 1),
+        "l2": l2,
+        "folds_validation_accuracy": validation_accuracy,
+        "train_actors": sorted({int(a) for a in run.actor_of_row}),
+    }
+    write_report(report, args.reports / f"train_{MODEL_NAME}.json")
+    return report
+
+
+COMMANDS = {
+    "features": (features_command, "encoder features of every clip, cached"),
+    "padding": (padding_command, "accuracy and encoder latency per padding length"),
+    "augmentation": (augmentation_command, "each waveform augmentation's effect"),
+    "crossval": (crossval_command, "5-fold speaker-independent CV"),
+    "train": (train_command, "the bundled head on every actor"),
+    "finetune": (finetune_command, "fine-tune a transformers encoder's last layers with the head"),
+}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["features", "padding", "augmentation", "crossval", "train", "finetune"])
-    parser.add_argument("--encoder", default=BUNDLED_ENCODER, help="whisper-base, or a transformers Whisper id")
-    parser.add_argument("--compute-type", default="float32", choices=["float32", "int8"])
-    parser.add_argument("--pad", type=float, nargs="*", default=None, help="padding lengths in seconds (0: none)")
-    parser.add_argument(
-        "--hidden", type=int, default=HeadTrainConfig.hidden, help="hidden units of the head (0: linear)"
-    )
-    parser.add_argument(
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--encoder", default=BUNDLED_ENCODER, help="whisper-base, or a transformers Whisper id")
+    options.add_argument("--compute-type", default="float32", choices=["float32", "int8"])
+    options.add_argument("--pad", type=float, nargs="*", default=None, help="padding lengths in seconds (0: none)")
+    options.add_argument("--hidden", type=int, default=HeadTrainConfig.hidden, help="hidden units (0: linear)")
+    options.add_argument(
         "--augmentations", nargs="*", default=list(augment.AUGMENTATIONS), choices=list(augment.AUGMENTATIONS)
     )
-    parser.add_argument("--data", default=None, help=f"RAVDESS folder or Hub dataset id (default ${data.DATA_ENV})")
-    parser.add_argument("--actors", type=int, nargs="*", default=None)
-    parser.add_argument("--cache", type=Path, default=CACHE_DIR)
-    parser.add_argument("--reports", type=Path, default=REPORTS_DIR)
-    parser.add_argument("--save-models", type=Path, default=None, help="keep every fold's head and logits under DIR")
-    parser.add_argument("--output", type=Path, default=WEIGHTS_DIR / "whisper-base")
+    options.add_argument("--data", default=None, help=f"RAVDESS folder or Hub dataset id (default ${data.DATA_ENV})")
+    options.add_argument("--actors", type=int, nargs="*", default=None)
+    options.add_argument("--cache", type=Path, default=CACHE_DIR)
+    options.add_argument("--reports", type=Path, default=REPORTS_DIR)
+    options.add_argument("--save-models", type=Path, default=None, help="keep every fold's head and logits under DIR")
+    options.add_argument("--output", type=Path, default=WEIGHTS_DIR / "whisper-base")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, (_, description) in COMMANDS.items():
+        commands.add_parser(name, parents=[options], help=description)
     args = parser.parse_args(argv)
 
     dataset = data.load_ravdess(args.data, actors=args.actors)
     labels, actor_of_row = np.asarray(dataset["emotion"]), np.asarray(dataset["actor"])
     config = HeadTrainConfig(hidden=args.hidden)
-    paddings = args.pad if args.pad else ([float(PADDINGS[-1])] if args.action != "features" else PADDINGS)
+    paddings = args.pad if args.pad else ([float(PADDINGS[-1])] if args.command != "features" else list(PADDINGS))
     common = {
         "model": MODEL_NAME,
         "encoder": args.encoder,
-        "command": _command(argv),
+        "command": command_line("train.whisper_head", argv),
         "device": device_name(),
         "actors": sorted({int(a) for a in actor_of_row}),
         "clips": len(labels),
         "head_config": asdict(config),
     }
-
-    if args.action == "features":
-        for pad in paddings:
-            _, seconds = encoder_features(dataset, args.encoder, pad, args.compute_type, args.cache)
-            print(f"pad {pad:g} s: {seconds * 1000:.0f} ms per clip")
-        return {}
-
-    fold_splits = splits.speaker_independent_splits(actor_of_row)
-    if args.action == "padding":
-        rows = []
-        timing_clips = speech_of(dataset.select(range(0, len(dataset), max(1, len(dataset) // LATENCY_CLIPS))))
-        for pad in paddings:
-            pooled, _ = encoder_features(dataset, args.encoder, pad, args.compute_type, args.cache)
-            latency = encoder_latency_ms(timing_clips, args.encoder, pad, args.compute_type)
-            model_config = WhisperHeadConfig(
-                encoder=args.encoder, pad_seconds=pad, compute_type=args.compute_type, hidden=config.hidden
-            )
-            result = cross_validate(pooled, labels, actor_of_row, fold_splits, config, model_config)
-            rows.append(
-                {
-                    "pad_seconds": pad,
-                    "encoder_ms_per_clip": round(latency, 1),
-                    "validation_accuracy": result["validation_accuracy"],
-                    **{key: result[key] for key in ("accuracy", "macro_f1", "uar")},
-                }
-            )
-            print(
-                f"pad {pad:>4g} s: validation {result['validation_accuracy']:.1%}, "
-                f"test {result['accuracy']['mean']:.1%} ± {result['accuracy']['std']:.1%}, "
-                f"macro-F1 {result['macro_f1']['mean']:.3f}, encoder {latency:.0f} ms/clip"
-            )
-        report = {**common, "protocol": "speaker-independent", "compute_type": args.compute_type, "paddings": rows}
-        name = f"whisper_padding_{args.encoder.replace('/', '--')}_{args.compute_type}.json"
-        _write(report, args.reports / name)
-        return report
-
-    if args.action == "finetune":
-        if args.encoder == BUNDLED_ENCODER:
-            parser.error("finetune needs a transformers Whisper checkpoint: --encoder openai/whisper-base or a folder")
-        actors = sorted({int(a) for a in actor_of_row})
-        validation_actors = splits.validation_pair(splits.actor_folds(actors)[0])
-        is_validation = np.isin(actor_of_row, validation_actors)
-        whisper, head, history = finetune(
-            args.encoder,
-            speech_of(dataset),
-            labels,
-            np.flatnonzero(~is_validation),
-            np.flatnonzero(is_validation),
-            FinetuneConfig(),
-        )
-        save_finetuned(whisper, head, args.output)
-        report = {**common, "finetune_config": asdict(FinetuneConfig()), "validation_actors": validation_actors}
-        report["history"] = history
-        _write(report, args.reports / f"finetune_{MODEL_NAME}.json")
-        return report
-
-    if args.action == "augmentation":
-        pad = paddings[0]
-        pooled, _ = encoder_features(dataset, args.encoder, pad, args.compute_type, args.cache)
-        model_config = WhisperHeadConfig(
-            encoder=args.encoder, pad_seconds=pad, compute_type=args.compute_type, hidden=config.hidden
-        )
-        rows = []
-        for name in [None, *args.augmentations]:
-            augmented = (
-                encoder_features(dataset, args.encoder, pad, args.compute_type, args.cache, augmentation=name)[0]
-                if name
-                else None
-            )
-            result = cross_validate(pooled, labels, actor_of_row, fold_splits, config, model_config, None, augmented)
-            rows.append(
-                {
-                    "augmentation": name or "none",
-                    "validation_accuracy": result["validation_accuracy"],
-                    **{key: result[key] for key in ("accuracy", "macro_f1", "uar")},
-                }
-            )
-            print(
-                f"{name or 'none':>8}: validation {result['validation_accuracy']:.1%}, "
-                f"test {result['accuracy']['mean']:.1%} ± {result['accuracy']['std']:.1%}, "
-                f"macro-F1 {result['macro_f1']['mean']:.3f}"
-            )
-        report = {
-            **common,
-            "protocol": "speaker-independent",
-            "pad_seconds": pad,
-            "compute_type": args.compute_type,
-            "settings": {
-                "noise_snr_db": augment.NOISE_SNR_DB,
-                "pitch_semitones": augment.PITCH_SEMITONES,
-                "stretch_rate": augment.STRETCH_RATE,
-                "gain_db": augment.GAIN_DB,
-            },
-            "augmentations": rows,
-        }
-        _write(report, args.reports / "augmentation_whisper-head.json")
-        return report
-
-    pad = paddings[0]
-    pooled, seconds = encoder_features(dataset, args.encoder, pad, args.compute_type, args.cache)
-    model_config = WhisperHeadConfig(
-        encoder=args.encoder, pad_seconds=pad, compute_type=args.compute_type, hidden=config.hidden
+    run = Run(
+        args, dataset, labels, actor_of_row, splits.speaker_independent_splits(actor_of_row), config, paddings, common
     )
-    if args.action == "crossval":
-        started = time.perf_counter()
-        protocol = "speaker-independent"
-        save_to = args.save_models / protocol if args.save_models else None
-        result = cross_validate(pooled, labels, actor_of_row, fold_splits, config, model_config, save_to)
-        plot_confusion(
-            result["confusion_matrix"],
-            f"{MODEL_NAME} ({args.encoder}, pad {pad:g} s), {protocol}: accuracy {result['accuracy']['mean']:.1%}",
-            args.reports / f"confusion_{MODEL_NAME}_{protocol}.png",
-        )
-        print(
-            f"{MODEL_NAME} {protocol}: accuracy {result['accuracy']['mean']:.1%} ± {result['accuracy']['std']:.1%}, "
-            f"macro-F1 {result['macro_f1']['mean']:.3f} ± {result['macro_f1']['std']:.3f}"
-        )
-        report = {
-            **common,
-            "pad_seconds": pad,
-            "encoder_ms_per_clip": round(seconds * 1000, 1),
-            "protocols": {protocol: result},
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-        _write(report, args.reports / f"cv_{MODEL_NAME}.json")
-        return report
-
-    # train: the penalty chosen on the folds' validation actors, then one head on every actor at hand
-    l2, validation_accuracy = select_l2(pooled, labels, fold_splits, config, model_config)
-    model = fit_head((pooled, labels), dataclasses.replace(config, l2=l2), model_config)
-    model.save_pretrained(args.output)
-    runtime.save_onnx(args.output)
-    report = {
-        **common,
-        "pad_seconds": pad,
-        "encoder_ms_per_clip": round(seconds * 1000, 1),
-        "l2": l2,
-        "folds_validation_accuracy": validation_accuracy,
-        "train_actors": sorted({int(a) for a in actor_of_row}),
-    }
-    _write(report, args.reports / f"train_{MODEL_NAME}.json")
-    return report
+    return COMMANDS[args.command][0](run)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""The robustness benchmark scores what is served, and its pieces behave."""
+
+import numpy as np
+import pytest
+
+from ser_models import EmotionRecognizer, load_audio
+from ser_models.inference import WEIGHTS_DIR
+from train import corrupt, robustness
+
+
+def test_served_default_equals_what_the_benchmark_evaluates(sample_clips, tmp_path):
+    recognizer = EmotionRecognizer.from_pretrained("whisper-layers")
+    clean = [load_audio(path) for path in sample_clips[:4]]
+    noisy = [
+        corrupt.EVALUATION_GRID[3].apply(clip, np.random.default_rng([42, 3, i]), clean) for i, clip in enumerate(clean)
+    ]
+    audio = clean + noisy
+    windows = robustness.window_features(lambda: audio, tmp_path / "windows.npz", "test")
+    evaluated = robustness.clip_probabilities(recognizer.model, windows, len(audio), recognizer.temperature)
+    served = np.array([list(recognizer.predict(clip, 16000).values()) for clip in audio])
+    assert np.abs(evaluated - served).max() < 1e-5
+    cached = robustness.window_features(lambda: pytest.fail("the cache was not used"), tmp_path / "windows.npz", "")
+    assert np.array_equal(cached.features, windows.features)
+
+
+def test_accuracy_counts_refusals_as_wrong_and_restricts_to_shared_classes():
+    probabilities = np.array([[0.1, 0.0, 0.2, 0.7, 0, 0, 0, 0], [np.nan] * 8, [0, 0, 0.6, 0.4, 0, 0, 0, 0]])
+    labels = np.array([3, 3, 3])
+    assert robustness.accuracy(probabilities, labels) == pytest.approx(1 / 3)
+    assert robustness.accuracy(probabilities, labels, classes=[0, 3]) == pytest.approx(2 / 3)
+
+
+def test_threshold_and_coverage():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 8, 400)
+    probabilities = np.full((400, 8), 0.02)
+    confident = rng.random(400) < 0.5
+    probabilities[np.arange(400), np.where(confident, truth, (truth + 1) % 8)] = np.where(confident, 0.86, 0.3)
+    threshold = robustness.choose_threshold(probabilities, truth, 0.8)
+    assert 0.3 < threshold <= 0.86
+    rows = robustness.coverage_table(probabilities, truth)
+    assert rows[0]["answered"] == 1.0
+    assert any(r["accuracy"] == 1.0 and r["answered"] == pytest.approx(confident.mean()) for r in rows)
+
+
+def test_the_bundled_default_names_its_settings():
+    recognizer = EmotionRecognizer.from_pretrained("whisper-layers")
+    assert 0 < recognizer.confidence_threshold < 1 and recognizer.temperature > 0
+    assert (WEIGHTS_DIR / "whisper-layers" / "model.onnx").is_file()

@@ -1,0 +1,626 @@
+"""Real voices: multi-condition training and the robustness benchmark, on held-out actors and other corpora.
+
+    python -m train.robustness head --copies 2                 # Whisper-layers head: CV on the grid, LOCO, corruptions
+    python -m train.robustness head --copies 2 --train-output ser_models/weights/whisper-layers   # ... and ship it
+    python -m train.robustness folds --folds runs/cv_saved/models/speaker-independent --name mel-cnn
+
+Every model is scored on each fold's test actors (actors 01–20, speaker-independent folds of
+``train.splits``) under ``train.corrupt.EVALUATION_GRID``: clean; white noise and babble at 20, 10
+and 5 dB; a μ-law telephone line; a reverberant room (RT60 0.6 s); MP3 at 32 kbit/s; 30 dB quieter.
+Each degraded clip is seeded by (condition, clip), and babble is made from the fold's *training*
+actors, so no test voice is in the noise. Clips go through the serving path (``inference.find_speech``:
+the speech check, then trimming; 4 s windows, their probabilities averaged): a clip the path
+refuses counts as wrong. Out-of-corpus (``../shared/data/extra``, $SER_EXTRA_DIR): TESS, TurEV-DB
+and URDU, scored over the emotions each shares with RAVDESS (argmax among those; chance 1/shared).
+
+``head`` trains the Whisper-layers head (ser_models/whisper.py ``OnnxWhisperEncoder``) with
+``--copies`` corrupted copies of every training clip (``corrupt.random_corruption``), picking the
+layers and the L2 penalty on the validation actors by the robust criterion (the mean over the
+grid), and writes reports/robustness_<name>.json. Encoder features are cached under runs/robustness/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import evaluate
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ser_models import runtime, speech
+from ser_models.audio import AudioError
+from ser_models.inference import EmotionRecognizer, find_speech
+from ser_models.labels import EMOTIONS
+from ser_models.models import WhisperHead, WhisperHeadConfig
+from ser_models.whisper import LAYERS_ENCODER, encoder_for
+from train import corrupt, data, session, splits
+from train.crossval import METRICS_MODULE, device_name, fold_scores, plot_confusion, summarize
+from train.reports import REPORTS_DIR, RUNS_DIR, command_line, write_report
+from train.whisper_head import HeadTrainConfig, fit_head, logits_of
+
+CACHE_DIR = RUNS_DIR / "robustness"
+SEED = 42
+TRAIN_SEED = 7
+BABBLE_POOL = 40  # trimmed training clips per fold that babble is drawn from
+N_LAYERS = 7
+LAYER_SETS = {"last": [6], "middle": [3, 4], "upper": [3, 4, 5, 6], "all": list(range(N_LAYERS))}
+L2_GRID = (0.1, 1.0)  # a 7-layer head takes ~20 s a fit here; 0.03-1 scored within a point on clean speech
+CONFIDENCE_GRID = tuple(np.round(np.arange(0.20, 0.71, 0.05), 2))
+
+
+@dataclass
+class Clips:
+    """Decoded 16 kHz clips with their emotion index and speaker (an actor number or a corpus code)."""
+
+    audio: list[np.ndarray]
+    labels: np.ndarray
+    speakers: np.ndarray
+
+
+def ravdess(source: str | None = None) -> Clips:
+    dataset = data.load_ravdess(source)
+    return Clips(
+        [data.decode(a) for a in dataset["audio"]], np.asarray(dataset["emotion"]), np.asarray(dataset["actor"])
+    )
+
+
+def babble_pool(clips: Clips, speakers: list, rng: np.random.Generator) -> list[np.ndarray]:
+    """Trimmed clips of these speakers to make babble from."""
+    rows = np.flatnonzero(np.isin(clips.speakers, speakers))
+    return [
+        find_speech(clips.audio[i])[0].audio for i in rng.choice(rows, size=min(BABBLE_POOL, rows.size), replace=False)
+    ]
+
+
+def degraded(clips: Clips, condition: int, talkers_of_row: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Every clip under one grid condition, seeded by (condition, clip)."""
+    apply = corrupt.EVALUATION_GRID[condition].apply
+    return [
+        apply(clip, np.random.default_rng([SEED, condition, i]), talkers_of_row[i])
+        for i, clip in enumerate(clips.audio)
+    ]
+
+
+def training_copies(clips: Clips, copy: int, talkers_of_row: list[list[np.ndarray]], kinds=()) -> list[np.ndarray]:
+    """One random corruption chain per clip (copy ``copy``), seeded by (copy, clip)."""
+    return [
+        corrupt.random_corruption(clip, np.random.default_rng([TRAIN_SEED, copy, i]), talkers_of_row[i], kinds)
+        for i, clip in enumerate(clips.audio)
+    ]
+
+
+@dataclass
+class WindowFeatures:
+    """Encoder features of every served 4 s window, which clip each belongs to, and the refused clips."""
+
+    features: np.ndarray  # (n_windows, n_layers, 1024)
+    owner: np.ndarray  # (n_windows,)
+    refused: np.ndarray  # (n_clips,) bool
+    snr_db: np.ndarray  # (n_clips,) the speech check's estimate (nan where refused)
+
+
+def window_features(make_audio: Callable[[], list[np.ndarray]], cache: Path, description: str) -> WindowFeatures:
+    """The serving path's windows of every clip through the Whisper-layers encoder, cached at ``cache``.
+
+    ``make_audio`` is called only when something must be computed: the whole set, or just the SNR
+    estimates when ``speech.SNR_ESTIMATOR`` changed since the cache was written.
+    """
+    if cache.is_file():
+        with np.load(cache) as stored:
+            cached = {key: stored[key] for key in stored.files}
+        estimator = str(cached.pop("snr_estimator", ""))
+        result = WindowFeatures(**cached)
+        if estimator != speech.SNR_ESTIMATOR:
+            audio = make_audio()
+            for i in np.flatnonzero(~result.refused):
+                result.snr_db[i] = speech.check(audio[i]).snr_db
+            _save(result, cache)
+        return result
+    audio = make_audio()
+    encoder = encoder_for(LAYERS_ENCODER)
+    rows, owner, refused, snr = [], [], np.zeros(len(audio), bool), np.full(len(audio), np.nan)
+    for i, clip in enumerate(tqdm(audio, desc=description, mininterval=10)):
+        try:
+            trimmed, check = find_speech(clip)
+        except AudioError:
+            refused[i] = True
+            continue
+        snr[i] = check.snr_db
+        for window in _windows(trimmed.audio):
+            rows.append(encoder([window])[0])
+            owner.append(i)
+    result = WindowFeatures(np.stack(rows), np.asarray(owner), refused, snr)
+    _save(result, cache)
+    return result
+
+
+def _save(result: WindowFeatures, cache: Path) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(".partial.npz")
+    np.savez(partial, **dataclasses.asdict(result), snr_estimator=speech.SNR_ESTIMATOR)
+    partial.rename(cache)
+
+
+def _windows(speech: np.ndarray) -> list[np.ndarray]:
+    from ser_models import features
+
+    return features.chunk(speech)
+
+
+def clip_probabilities(model: WhisperHead, windows: WindowFeatures, n_clips: int, temperature: float = 1.0):
+    """(n_clips, 8) probabilities as served: each window's softmax, averaged per clip; refused clips are NaN."""
+    layers = model.config.layers
+    logits = logits_of(model, windows.features[:, layers].reshape(len(windows.features), -1))
+    probabilities = torch.softmax(torch.from_numpy(logits).double() / temperature, dim=-1).numpy()
+    out = np.full((n_clips, len(EMOTIONS)), np.nan)
+    for i in np.unique(windows.owner):
+        out[i] = probabilities[windows.owner == i].mean(axis=0)
+    return out
+
+
+def accuracy(probabilities: np.ndarray, labels: np.ndarray, classes: list[int] | None = None) -> float:
+    """Share right; a refused clip (NaN row) is wrong. ``classes`` restricts the argmax to those emotions."""
+    if classes is not None:
+        restricted = np.full_like(probabilities, -np.inf)
+        restricted[:, classes] = probabilities[:, classes]
+        probabilities = restricted
+    answered = ~np.isnan(probabilities).any(axis=1)
+    predicted = np.where(answered, np.nan_to_num(probabilities, nan=-1).argmax(axis=1), -1)
+    return float(np.mean(predicted == labels))
+
+
+class FeatureStore:
+    """Cached window features of RAVDESS under every condition, of training copies and of the extra corpora."""
+
+    def __init__(self, clips: Clips, folds: list[splits.Split], cache: Path):
+        self.clips, self.folds, self.cache = clips, folds, cache
+        self.key = hashlib.sha256(
+            (str(len(clips.audio)) + str(clips.labels.tolist()) + str(clips.speakers.tolist())).encode()
+        ).hexdigest()[:10]
+        rng = np.random.default_rng(SEED)
+        test_fold = np.zeros(len(clips.audio), int)
+        self.evaluation_talkers: list[list[np.ndarray]] = [[] for _ in clips.audio]
+        for k, split in enumerate(folds):
+            pool = babble_pool(clips, sorted(set(clips.speakers[split.train].tolist())), rng)
+            for i in split.test:
+                self.evaluation_talkers[i] = pool
+                test_fold[i] = k
+        # Training babble: other actors of the clip's own fold, never a voice of a fold it is trained for.
+        self.training_talkers: list[list[np.ndarray]] = [[] for _ in clips.audio]
+        for split in folds:
+            fold_actors = sorted(set(clips.speakers[split.test].tolist()))
+            for actor in fold_actors:
+                pool = babble_pool(clips, [a for a in fold_actors if a != actor], rng)
+                for i in np.flatnonzero(clips.speakers == actor):
+                    self.training_talkers[i] = pool
+
+    def condition(self, index: int) -> WindowFeatures:
+        name = corrupt.EVALUATION_GRID[index].name.replace(" ", "_").replace("/", "")
+        path = self.cache / f"ravdess-{self.key}-{name}.npz"
+        return window_features(lambda: degraded(self.clips, index, self.evaluation_talkers), path, name)
+
+    def copy(self, copy: int, kinds: tuple[str, ...] = ()) -> WindowFeatures:
+        tag = "-".join(kinds) or "chain"
+        path = self.cache / f"ravdess-{self.key}-train{copy}-{tag}.npz"
+        return window_features(
+            lambda: training_copies(self.clips, copy, self.training_talkers, kinds), path, f"copy {copy}"
+        )
+
+
+def rows_of(windows: WindowFeatures, clip_rows: np.ndarray, labels: np.ndarray, layers: list[int]):
+    """The windows of these clips as a training set (features of ``layers`` side by side, labels)."""
+    keep = np.isin(windows.owner, clip_rows)
+    selected = windows.features[keep][:, layers]
+    return selected.reshape(len(selected), -1), labels[windows.owner[keep]]
+
+
+def fit(training: list[tuple[np.ndarray, np.ndarray]], layers: list[int], l2: float) -> WhisperHead:
+    inputs = np.concatenate([x for x, _ in training])
+    targets = np.concatenate([y for _, y in training])
+    config = WhisperHeadConfig(encoder=LAYERS_ENCODER, pad_seconds=4.0, n_features=inputs.shape[1], layers=list(layers))
+    return fit_head((inputs, targets), HeadTrainConfig(l2=l2), config)
+
+
+def fit_temperature(logits: list[np.ndarray], labels: np.ndarray) -> float:
+    """The softmax temperature that minimises the cross-entropy of these (validation) logits."""
+    stacked = torch.from_numpy(np.concatenate(logits)).double()
+    targets = torch.from_numpy(labels).long()
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(stacked / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp())
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    answered = ~np.isnan(probabilities).any(axis=1)
+    probabilities, labels = probabilities[answered], labels[answered]
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    error = 0.0
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(error)
+
+
+def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """The Whisper-layers head, trained multi-condition: selection, LOCO, CV on the grid, each corruption's effect."""
+    started = time.perf_counter()
+    clips = ravdess(args.data)
+    folds = splits.speaker_independent_splits(clips.speakers)
+    store = FeatureStore(clips, folds, args.cache)
+    grid = [store.condition(c) for c in range(len(corrupt.EVALUATION_GRID))]
+    copies = [store.copy(c) for c in range(args.copies)]
+    n, labels = len(clips.audio), clips.labels
+    names = [c.name for c in corrupt.EVALUATION_GRID]
+    report = {
+        "model": args.name,
+        "command": command_line("train.robustness", argv),
+        "device": device_name(),
+        "protocol": "speaker-independent",
+        "encoder": LAYERS_ENCODER,
+        "copies": args.copies,
+    }
+
+    def fold_heads(layers, l2, fit_rows_of, train_sets, extra_sets=()):
+        """One head per fold on its ``fit_rows_of`` actors' windows in ``train_sets``, plus ``extra_sets``."""
+        return [
+            fit([*(rows_of(w, fit_rows_of(s), labels, layers) for w in train_sets), *extra_sets], layers, l2)
+            for s in folds
+        ]
+
+    def grid_scores(heads, rows_of_fold, temperature=1.0) -> np.ndarray:
+        """(conditions, folds) accuracy on each fold's ``rows_of_fold`` clips."""
+        table = np.zeros((len(grid), len(folds)))
+        for c, windows in enumerate(grid):
+            for k, (head, split) in enumerate(zip(heads, folds, strict=True)):
+                rows = rows_of_fold(split)
+                table[c, k] = accuracy(clip_probabilities(head, windows, n, temperature)[rows], labels[rows])
+        return table
+
+    def train_and_validation(split: splits.Split) -> np.ndarray:
+        return np.concatenate([split.train, split.validation])
+
+    # 1. Layers and penalty, chosen on the validation actors by the mean over the grid.
+    selection = []
+    for layer_name in args.layer_sets:
+        for l2 in L2_GRID:
+            heads = fold_heads(LAYER_SETS[layer_name], l2, lambda s: s.train, [grid[0], *copies])
+            scores = grid_scores(heads, lambda s: s.validation)
+            selection.append({"layers": layer_name, "l2": l2, "clean": scores[0].mean(), "grid": scores.mean()})
+            print(f"validation {layer_name:>6} l2 {l2:g}: clean {scores[0].mean():.1%}, grid {scores.mean():.1%}")
+    best = max(selection, key=lambda row: row["grid"])
+    layers, l2 = LAYER_SETS[best["layers"]], best["l2"]
+    report.update(selection=selection, layers=layers, l2=l2)
+
+    # 2. Out of corpus: each extra corpus scored by heads that never heard it, trained on all of RAVDESS
+    #    with and without the other corpora. With --train-extra the corpora then join every head's training.
+    extra_sets: list[tuple[np.ndarray, np.ndarray]] = []
+    if not args.no_extra and data.extra_dir().is_dir():
+        report["out_of_corpus"] = out_of_corpus(store, copies, grid[0], layers, l2, args)
+        for corpus, row in report["out_of_corpus"].items():
+            print(f"{corpus}: {row}")
+    if args.train_extra and data.extra_dir().is_dir():
+        for corpus in data.EXTRA_CORPORA:
+            extra_clips, windows, corrupted = corpus_features(corpus, store, min(args.copies, 1))
+            every = np.arange(len(extra_clips.labels))
+            extra_sets += [rows_of(w, every, extra_clips.labels, layers) for w in [windows, *corrupted]]
+    report["trained_on"] = ["RAVDESS actors 01-20", *(data.EXTRA_CORPORA if extra_sets else ())]
+
+    # 3. Temperature and the confidence threshold, on validation actors (heads without them), clean + grid.
+    val_heads = fold_heads(layers, l2, lambda s: s.train, [grid[0], *copies], extra_sets)
+    val_logits, val_labels, val_probabilities = [], [], []
+    for windows in grid:
+        for head, split in zip(val_heads, folds, strict=True):
+            keep = np.isin(windows.owner, split.validation)
+            val_logits.append(logits_of(head, windows.features[keep][:, layers].reshape(int(keep.sum()), -1)))
+            val_labels.append(labels[windows.owner[keep]])
+    temperature = fit_temperature(val_logits, np.concatenate(val_labels))
+    for windows in grid:
+        for head, split in zip(val_heads, folds, strict=True):
+            val_probabilities.append(clip_probabilities(head, windows, n, temperature)[split.validation])
+    val_truth = np.concatenate([labels[s.validation] for _ in grid for s in folds])
+    threshold = choose_threshold(np.concatenate(val_probabilities), val_truth, args.min_answered_accuracy)
+    report.update(temperature=temperature, confidence_threshold=threshold)
+
+    # 4. Test: heads fitted on training + validation actors (and the extra corpora, as shipped), on the test actors.
+    heads = fold_heads(layers, l2, train_and_validation, [grid[0], *copies], extra_sets)
+    table = grid_scores(heads, lambda s: s.test, temperature)
+    test_probabilities = {
+        name: np.concatenate(
+            [clip_probabilities(h, grid[c], n, temperature)[s.test] for h, s in zip(heads, folds, strict=True)]
+        )
+        for c, name in enumerate(names)
+    }
+    test_truth = np.concatenate([labels[s.test] for s in folds])
+    report["grid"] = {
+        name: {
+            "mean": float(table[c].mean()),
+            "std": float(table[c].std()),
+            "folds": table[c].tolist(),
+            "refused": int(grid[c].refused.sum()),
+        }
+        for c, name in enumerate(names)
+    }
+    report["grid_mean"] = float(table.mean())
+    report["ece"] = {name: expected_calibration_error(p, test_truth) for name, p in test_probabilities.items()}
+    everything = np.concatenate(list(test_probabilities.values()))
+    report["coverage"] = coverage_table(everything, np.tile(test_truth, len(names)))
+    report["snr_bins"] = snr_table(grid, heads, folds, labels, n, temperature)
+    report["robust_score"] = robust_score(report)
+    clean_probabilities = [
+        clip_probabilities(h, grid[0], n, temperature)[s.test] for h, s in zip(heads, folds, strict=True)
+    ]
+    report["clean"] = clean_scores(clean_probabilities, [labels[s.test] for s in folds], folds, clips.speakers)
+    report["session"] = session_scores(
+        clean_probabilities, [labels[s.test] for s in folds], [clips.speakers[s.test] for s in folds]
+    )
+    plot_confusion(
+        report["clean"]["confusion_matrix"],
+        f"{args.name}, speaker-independent: accuracy {report['grid']['clean']['mean']:.1%}",
+        args.reports / f"confusion_{args.name}_speaker-independent.png",
+    )
+    for name, row in report["grid"].items():
+        print(f"{name:>16}: {row['mean']:.1%} ± {row['std']:.1%} (refused {row['refused']})")
+
+    # 5. Each corruption's effect: one copy of a single stage, against one copy of the whole chain and none.
+    if args.ablation:
+        report["ablation"] = {}
+        for kinds in (None, ("noise",), ("reverb",), ("channel",), ("gain",), ("colour",), ()):
+            train_sets = [grid[0]] if kinds is None else [grid[0], store.copy(0, kinds)]
+            scores = grid_scores(fold_heads(layers, l2, train_and_validation, train_sets), lambda s: s.test)
+            tag = "none (clean only)" if kinds is None else "+".join(kinds) or "chain"
+            report["ablation"][tag] = {name: float(scores[c].mean()) for c, name in enumerate(names)}
+            print(f"ablation {tag}: clean {scores[0].mean():.1%}, grid {scores.mean():.1%}")
+
+    if args.train_output:
+        report["shipped"] = ship(store, copies, grid[0], extra_sets, report, args)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    write_report(report, args.reports / f"robustness_{args.name}.json")
+    return report
+
+
+def clean_scores(probabilities: list[np.ndarray], truths: list[np.ndarray], folds, speakers) -> dict:
+    """Macro-F1 and UAR per fold (mean ± std), per-emotion recall and the confusion matrix pooled (as crossval)."""
+    metric = evaluate.load(METRICS_MODULE)
+    predictions = [np.nan_to_num(p, nan=-1).argmax(axis=1) for p in probabilities]
+    per_fold = [
+        {"fold": k, "test_actors": sorted({int(a) for a in speakers[split.test]}), **fold_scores(metric, pred, truth)}
+        for k, (split, pred, truth) in enumerate(zip(folds, predictions, truths, strict=True))
+    ]
+    return summarize(per_fold, truths, predictions, metric)
+
+
+def session_scores(probabilities: list[np.ndarray], truths: list[np.ndarray], speakers: list[np.ndarray]) -> dict:
+    """Session adaptation (``ser_models.session``), each held-out actor one session of unlabelled takes,
+    exactly as ``train.session`` measures it on saved fold models."""
+    rng = np.random.default_rng(SEED)
+    per_fold = []
+    for p, truth, actors in zip(probabilities, truths, speakers, strict=True):
+        answered = ~np.isnan(p).any(axis=1)  # a refused take cannot join a session
+        per_fold.append(session.evaluate_fold(p[answered], truth[answered], actors[answered], rng))
+    return {
+        "prior_weight": session.PRIOR_WEIGHT,
+        "orders": session.ORDERS,
+        "accuracy": {
+            key: {"mean": float(np.mean([f[key] for f in per_fold])), "std": float(np.std([f[key] for f in per_fold]))}
+            for key in per_fold[0]
+        },
+    }
+
+
+def choose_threshold(probabilities: np.ndarray, truth: np.ndarray, min_accuracy: float) -> float:
+    """The lowest confidence above which validation answers are right at least ``min_accuracy`` of the time."""
+    answered = ~np.isnan(probabilities).any(axis=1)
+    confidence = np.where(answered, np.nan_to_num(probabilities, nan=0).max(axis=1), 0)
+    correct = np.nan_to_num(probabilities, nan=-1).argmax(axis=1) == truth
+    for threshold in CONFIDENCE_GRID:
+        kept = confidence >= threshold
+        if kept.any() and correct[kept].mean() >= min_accuracy:
+            return float(threshold)
+    return float(CONFIDENCE_GRID[-1])
+
+
+def coverage_table(probabilities: np.ndarray, truth: np.ndarray) -> list[dict]:
+    """For each confidence threshold: the share of clips answered and the accuracy on those."""
+    answered = ~np.isnan(probabilities).any(axis=1)
+    confidence = np.where(answered, np.nan_to_num(probabilities, nan=0).max(axis=1), 0)
+    correct = np.nan_to_num(probabilities, nan=-1).argmax(axis=1) == truth
+    rows = []
+    for threshold in (0.0, *CONFIDENCE_GRID):
+        kept = confidence >= threshold if threshold else answered
+        rows.append(
+            {
+                "threshold": float(threshold),
+                "answered": float(kept.mean()),
+                "accuracy": float(correct[kept].mean()) if kept.any() else None,
+            }
+        )
+    return rows
+
+
+def snr_table(grid, heads, folds, labels, n, temperature) -> list[dict]:
+    """Accuracy against the speech check's estimated SNR, over every test clip of every condition."""
+    snr, correct = [], []
+    for windows in grid:
+        for head, split in zip(heads, folds, strict=True):
+            p = clip_probabilities(head, windows, n, temperature)[split.test]
+            snr.append(windows.snr_db[split.test])
+            correct.append(np.nan_to_num(p, nan=-1).argmax(axis=1) == labels[split.test])
+    snr, correct = np.concatenate(snr), np.concatenate(correct)
+    rows = []
+    for low, high in ((-np.inf, 0), (0, 3), (3, 6), (6, 10), (10, 20), (20, np.inf)):
+        inside = (snr >= low) & (snr < high)
+        rows.append(
+            {
+                "snr_db": [float(low), float(high)],
+                "clips": int(inside.sum()),
+                "accuracy": float(correct[inside].mean()) if inside.any() else None,
+            }
+        )
+    return rows
+
+
+def robust_score(report: dict) -> float:
+    """The criterion the default is chosen by: the mean of clean CV, the degraded grid and leave-one-corpus-out."""
+    parts = [report["grid"]["clean"]["mean"], np.mean([r["mean"] for k, r in report["grid"].items() if k != "clean"])]
+    if "out_of_corpus" in report:
+        # The heads as trained here: on RAVDESS alone, or (--train-extra) on the other corpora too.
+        key = "accuracy" if len(report.get("trained_on", [])) > 1 else "accuracy_ravdess_only"
+        parts.append(np.mean([r[key] for r in report["out_of_corpus"].values()]))
+    return float(np.mean(parts))
+
+
+def corpus_features(
+    corpus: str, store: FeatureStore, copies: int
+) -> tuple[Clips, WindowFeatures, list[WindowFeatures]]:
+    """An extra corpus's clean windows and ``copies`` corrupted copies (babble from RAVDESS voices, never
+    the corpus's own). Its audio is decoded only when a cache must be written. Returns clips without audio."""
+    dataset = data.load_extra(corpus)
+    clips = Clips([], np.asarray(dataset["emotion"]), np.asarray(dataset["speaker"]))
+
+    @cache
+    def audio() -> list[np.ndarray]:
+        return [data.decode(a) for a in dataset["audio"]]
+
+    def corrupted(copy: int) -> list[np.ndarray]:
+        talkers = babble_pool(store.clips, sorted(set(store.clips.speakers.tolist())), np.random.default_rng(SEED))
+        decoded = Clips(audio(), clips.labels, clips.speakers)
+        return training_copies(decoded, copy, [talkers] * len(clips.labels))
+
+    clean = window_features(audio, store.cache / f"{corpus}-clean.npz", f"{corpus} clean")
+    copied = [
+        window_features(lambda c=c: corrupted(c), store.cache / f"{corpus}-train{c}.npz", f"{corpus} copy {c}")
+        for c in range(copies)
+    ]
+    return clips, clean, copied
+
+
+def out_of_corpus(store, copies, clean, layers, l2, args) -> dict:
+    """Leave-one-corpus-out: each extra corpus scored by heads that never heard it (argmax over the emotions
+    it shares with RAVDESS): one trained on RAVDESS alone, one also on the other extra corpora."""
+    everyone = np.arange(len(store.clips.audio))
+    ravdess_sets = [rows_of(w, everyone, store.clips.labels, layers) for w in [clean, *copies]]
+    corpora = {c: corpus_features(c, store, min(args.copies, 1)) for c in data.EXTRA_CORPORA}
+    ravdess_only = fit(ravdess_sets, layers, l2)
+    result = {}
+    for corpus, (clips, windows, _) in corpora.items():
+        shared = sorted(set(clips.labels.tolist()))
+        n = len(clips.labels)
+        others = [
+            rows_of(w, np.arange(len(c.labels)), c.labels, layers)
+            for name, (c, cw, cc) in corpora.items()
+            if name != corpus
+            for w in [cw, *cc]
+        ]
+        with_others = fit(ravdess_sets + others, layers, l2)
+        result[corpus] = {
+            "classes": [EMOTIONS[i] for i in shared],
+            "chance": 1 / len(shared),
+            "clips": n,
+            "refused": int(windows.refused.sum()),
+            "accuracy_ravdess_only": accuracy(clip_probabilities(ravdess_only, windows, n), clips.labels, shared),
+            "accuracy": accuracy(clip_probabilities(with_others, windows, n), clips.labels, shared),
+        }
+    return result
+
+
+def ship(store, copies, clean, extra_sets, report: dict, args) -> dict:
+    """The bundled head: every RAVDESS actor (clean + copies), plus the extra corpora where they helped."""
+    layers = report["layers"]
+    everyone = np.arange(len(store.clips.audio))
+    training = [*(rows_of(w, everyone, store.clips.labels, layers) for w in [clean, *copies]), *extra_sets]
+    model = fit(training, layers, report["l2"])
+    model.config = dataclasses.replace(
+        model.config, temperature=report["temperature"], confidence_threshold=report["confidence_threshold"]
+    )
+    model.save_pretrained(args.train_output)
+    runtime.save_onnx(args.train_output)
+    print(f"wrote {args.train_output}")
+    return {
+        "output": str(args.train_output),
+        "trained_on": report["trained_on"],
+        "windows": sum(len(y) for _, y in training),
+    }
+
+
+def folds_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """Saved fold models of any type (``train.crossval --save-models``) scored on the grid through the served path."""
+    clips = ravdess(args.data)
+    folds = splits.speaker_independent_splits(clips.speakers)
+    store = FeatureStore(clips, folds, args.cache)
+    names = [c.name for c in corrupt.EVALUATION_GRID]
+    table = np.zeros((len(names), len(folds)))
+    for c in range(len(names)):
+        audio = degraded(clips, c, store.evaluation_talkers)
+        for k, split in enumerate(folds):
+            recognizer = EmotionRecognizer.from_pretrained(args.folds / f"fold{k}")
+            probabilities = np.full((len(split.test), len(EMOTIONS)), np.nan)
+            for j, i in enumerate(split.test):
+                try:
+                    probabilities[j] = list(recognizer.predict_speech([recognizer.trim(audio[i])])[0].values())
+                except AudioError:
+                    pass
+            table[c, k] = accuracy(probabilities, clips.labels[split.test])
+        print(f"{names[c]:>16}: {table[c].mean():.1%} ± {table[c].std():.1%}")
+    report = {
+        "model": args.name,
+        "command": command_line("train.robustness", argv),
+        "device": device_name(),
+        "protocol": "speaker-independent",
+        "grid": {
+            name: {"mean": float(table[c].mean()), "std": float(table[c].std()), "folds": table[c].tolist()}
+            for c, name in enumerate(names)
+        },
+    }
+    report["grid_mean"] = float(table.mean())
+    write_report(report, args.reports / f"robustness_{args.name}.json")
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    head = commands.add_parser("head", help="train and score the multi-condition Whisper-layers head")
+    head.add_argument("--name", default="whisper-layers")
+    head.add_argument("--copies", type=int, default=2, help="corrupted copies of every training clip")
+    head.add_argument("--layer-sets", nargs="*", default=list(LAYER_SETS), choices=list(LAYER_SETS))
+    head.add_argument("--min-answered-accuracy", type=float, default=0.8)
+    head.add_argument("--no-extra", action="store_true", help="skip the out-of-corpus sets")
+    head.add_argument("--ablation", action="store_true", help="measure each corruption stage alone")
+    head.add_argument("--train-output", type=Path, default=None, help="also train the bundled head into DIR")
+    head.add_argument(
+        "--train-extra",
+        action="store_true",
+        help="train on the extra corpora too (every fold's head and the bundled one); compared in model_card.md",
+    )
+    folds = commands.add_parser("folds", help="score saved fold models on the grid")
+    folds.add_argument("--folds", type=Path, required=True)
+    folds.add_argument("--name", required=True)
+    for sub in (head, folds):
+        sub.add_argument("--data", default=None, help=f"RAVDESS folder or Hub id (default ${data.DATA_ENV})")
+        sub.add_argument("--cache", type=Path, default=CACHE_DIR)
+        sub.add_argument("--reports", type=Path, default=REPORTS_DIR)
+    args = parser.parse_args(argv)
+    return head_study(args, argv) if args.command == "head" else folds_study(args, argv)
+
+
+if __name__ == "__main__":
+    main()
