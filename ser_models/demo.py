@@ -102,8 +102,8 @@ class Reading:
         heard = self.analysis.label
         if reason := self.analysis.uncertain_because:
             return (
-                f"🤔 **Uncertain:** {reason}. The nearest guess is **{heard}** ({probabilities[heard]:.0%}); "
-                "try again closer to the microphone, in a quieter place."
+                f"🤔 **Uncertain:** {reason}. The model heard **{heard}** ({probabilities[heard]:.0%}) more than "
+                "anything else; try again closer to the microphone, in a quieter place."
             )
         if not self.target:
             return f"The model heard **{heard}** ({probabilities[heard]:.0%})."

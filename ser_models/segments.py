@@ -31,6 +31,9 @@ ENERGY_FRAME = 480  # 30 ms
 ENERGY_HOP = 160  # 10 ms
 ENERGY_RANGE_DB = 25.0  # frames this far below the loudest one nearby are silence (as in trimming)
 ENERGY_CONTEXT_SECONDS = 3.0  # "nearby": a quiet speaker late in a recording is judged on their own level
+# The energy detector stands in only where Silero VAD is missing, and has nothing but level to go by:
+# a frame under this is silence whatever its surroundings (a microphone's own noise floor).
+ENERGY_FLOOR_DBFS = -60.0
 VAD_METHODS = ("auto", "silero", "energy")
 
 
@@ -182,7 +185,7 @@ def _energy_regions(audio: np.ndarray) -> list[tuple[int, int]]:
     frames = np.lib.stride_tricks.sliding_window_view(audio, ENERGY_FRAME)[::ENERGY_HOP]
     db = 10 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + 1e-12)
     nearby_peak = maximum_filter1d(db, size=int(ENERGY_CONTEXT_SECONDS * SAMPLE_RATE / ENERGY_HOP))
-    loud = (db > nearby_peak - ENERGY_RANGE_DB) & (db > features.SILENCE_DBFS)
+    loud = (db > nearby_peak - ENERGY_RANGE_DB) & (db > ENERGY_FLOOR_DBFS)
     if not loud.any():
         return []
     edges = np.flatnonzero(np.diff(np.concatenate([[0], loud.astype(np.int8), [0]])))

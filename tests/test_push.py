@@ -25,13 +25,24 @@ def test_dry_run_stages_exactly_what_would_be_uploaded(tmp_path, capsys):
     assert "nothing uploaded" in capsys.readouterr().out
 
 
-def test_the_default_ensemble_is_staged_as_its_ensemble_json(tmp_path):
+def test_the_default_model_is_staged_with_its_config_and_weights(tmp_path):
+    from ser_models import DEFAULT_MODEL, EmotionRecognizer
+
+    assert push.main(["--repo-id", "me/ser", "--dry-run", "--output", str(tmp_path / "stage")]) == 0
+    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
+    staged = EmotionRecognizer.from_pretrained(tmp_path / "stage")
+    bundled = EmotionRecognizer.from_pretrained(DEFAULT_MODEL)
+    assert staged.model.config == bundled.model.config
+
+
+def test_the_ensemble_is_staged_as_its_ensemble_json(tmp_path):
     from ser_models import EmotionRecognizer
     from ser_models.inference import ENSEMBLE_NAME, EnsembleRecognizer
 
-    assert push.main(["--repo-id", "me/ser", "--dry-run", "--output", str(tmp_path / "stage")]) == 0
-    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == ["README.md", ENSEMBLE_NAME]
-    staged = EmotionRecognizer.from_pretrained(tmp_path / "stage")
+    stage = tmp_path / "stage"
+    assert push.main(["--repo-id", "me/ser", "--model", "whisper-cnn", "--dry-run", "--output", str(stage)]) == 0
+    assert sorted(p.name for p in stage.iterdir()) == ["README.md", ENSEMBLE_NAME]
+    staged = EmotionRecognizer.from_pretrained(stage)
     assert isinstance(staged, EnsembleRecognizer) and set(staged.members) == {"mel-cnn", "whisper-base"}
 
 
