@@ -50,7 +50,7 @@ TIPS = """**How to get a good reading**
 - Read the sentence once, in one take, 2–4 seconds long; silence before and after is cut.
 - Act the emotion clearly, as the RAVDESS actors did: the models learned from acted studio speech.
 - A quiet room and a steady distance from the microphone help more than a loud voice.
-- One reading is a hint, not a verdict: the best model is right about 7 times in 10 on voices it has never heard."""
+- One reading is a hint, not a verdict: the best model is right about 3 times in 4 on voices it has never heard."""
 
 
 def load_recognizers(environ: Mapping[str, str] = os.environ) -> dict[str, EmotionRecognizer]:

@@ -784,6 +784,12 @@ def main() -> None:
 
 
 ROBUST_MODELS = ("whisper-layers", "whisper-layers-extra", "whisper-cnn", "whisper-base", "mel-cnn", "mfcc-mlp")
+FOLD_MODELS = {
+    "mfcc-mlp": "python -m train.crossval --model mfcc-mlp --protocol speaker-independent --reports runs/cv_mlp "
+    "--save-models runs/cv_mlp/models",
+    "whisper-base": "python -m train.whisper_head crossval --pad 4 --compute-type int8 "
+    "--save-models runs/whisper/cv-pad4-int8 --reports runs/whisper_reports",
+}
 COMPARED_ONLY = {"whisper-layers-extra": "also trained on TESS, TurEV-DB and URDU; compared, not shipped"}
 
 
@@ -834,7 +840,17 @@ as wrong. Mean ± std over the 5 folds:""",
     if default:
         parts.append(_default_robustness(default))
     commands = "\n".join(f"- `{r['command']}`" for r in scored.values())
-    parts.append(f"Commands:\n\n{commands}\n")
+    folds = "\n".join(f"- `{FOLD_MODELS[m]}`" for m in scored if m in FOLD_MODELS)
+    parts.append(f"Commands:\n\n{commands}\n\nThe saved fold models scored by `folds` came from:\n\n{folds}\n")
+    missing = [m for m in ("mel-cnn", "whisper-cnn") if m not in scored]
+    if missing:
+        parts.append(
+            f"Not measured in this grid yet: {', '.join(f'`{m}`' for m in missing)}. Their fold models take about "
+            "50 minutes of this CPU to train (`python -m train.crossval --model mel-cnn --protocol "
+            "speaker-independent --reports runs/cv_saved --save-models runs/cv_saved/models`); then "
+            "`python -m train.robustness folds --folds runs/cv_saved/models/speaker-independent --name mel-cnn`. "
+            "They were trained on clean speech only, like `whisper-base`, whose grid shows what that costs."
+        )
     return "\n\n".join(parts) + "\n"
 
 
