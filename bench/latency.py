@@ -22,7 +22,9 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from speed import timed  # noqa: E402  (bench/speed.py: warm-up, then one perf_counter span per call)
 
 from ser_models import EmotionRecognizer, features, load_audio, speech  # noqa: E402
 from train.data import data_dir  # noqa: E402
@@ -30,14 +32,8 @@ from train.data import data_dir  # noqa: E402
 CLIP = "Actor_01/03-01-05-02-01-01-01.flac"
 
 
-def timed(function, calls: int, warmup: int = 5) -> dict[str, float]:
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
+def percentiles(function, calls: int) -> dict[str, float]:
+    times = np.asarray(timed(function, calls))
     return {"p50_ms": float(np.median(times) * 1000), "p95_ms": float(np.percentile(times, 95) * 1000)}
 
 
@@ -55,10 +51,10 @@ def main(argv: list[str] | None = None) -> dict:
     before = process.cpu_times()
     started = time.perf_counter()
     stages = {
-        "speech check": timed(lambda: speech.check(audio), args.calls),
-        "trim": timed(lambda: features.trim_silence(audio, top_db=recognizer.top_db), args.calls),
-        "model": timed(lambda: recognizer.predict_speech([trimmed]), args.calls),
-        "end to end (predict)": timed(lambda: recognizer.predict(audio, features.SAMPLE_RATE), args.calls),
+        "speech check": percentiles(lambda: speech.check(audio), args.calls),
+        "trim": percentiles(lambda: features.trim_silence(audio, top_db=recognizer.top_db), args.calls),
+        "model": percentiles(lambda: recognizer.predict_speech([trimmed]), args.calls),
+        "end to end (predict)": percentiles(lambda: recognizer.predict(audio, features.SAMPLE_RATE), args.calls),
     }
     wall = time.perf_counter() - started
     after = process.cpu_times()

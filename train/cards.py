@@ -839,6 +839,15 @@ as wrong. Mean ± std over the 5 folds:""",
     ]
     if default:
         parts.append(_default_robustness(default))
+    latency = _report(f"bench_latency_{DEFAULT}.json", reports)
+    if latency:
+        stages = latency["stages"]
+        parts.append(
+            f"Speed of `{DEFAULT}` on {latency['machine']}, one 4 s clip from the decoded waveform: p50 "
+            f"{stages['end to end (predict)']['p50_ms']:.1f} ms (the speech check "
+            f"{stages['speech check']['p50_ms']:.1f} ms, the encoder and head {stages['model']['p50_ms']:.1f} ms), "
+            f"`{latency['command']}`."
+        )
     commands = "\n".join(f"- `{r['command']}`" for r in scored.values())
     folds = "\n".join(f"- `{FOLD_MODELS[m]}`" for m in scored if m in FOLD_MODELS)
     parts.append(f"Commands:\n\n{commands}\n\nThe saved fold models scored by `folds` came from:\n\n{folds}\n")

@@ -41,7 +41,7 @@ from ser_models.inference import EmotionRecognizer, find_speech
 from ser_models.labels import EMOTIONS
 from ser_models.models import WhisperHead, WhisperHeadConfig
 from ser_models.whisper import LAYERS_ENCODER, encoder_for
-from train import corrupt, data, session, splits
+from train import calibration, corrupt, data, session, splits
 from train.crossval import METRICS_MODULE, device_name, fold_scores, plot_confusion, summarize
 from train.reports import REPORTS_DIR, RUNS_DIR, command_line, write_report
 from train.whisper_head import HeadTrainConfig, fit_head, logits_of
@@ -246,18 +246,10 @@ def fit_temperature(logits: list[np.ndarray], labels: np.ndarray) -> float:
     return float(log_t.detach().exp())
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """``train.calibration``'s ECE over the clips the served path answered (a refused clip has no confidence)."""
     answered = ~np.isnan(probabilities).any(axis=1)
-    probabilities, labels = probabilities[answered], labels[answered]
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    error = 0.0
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
-        inside = (confidence > low) & (confidence <= high)
-        if inside.any():
-            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(error)
+    return calibration.expected_calibration_error(probabilities[answered], labels[answered])
 
 
 def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
