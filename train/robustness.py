@@ -187,13 +187,11 @@ class FeatureStore:
             (str(len(clips.audio)) + str(clips.labels.tolist()) + str(clips.speakers.tolist())).encode()
         ).hexdigest()[:10]
         rng = np.random.default_rng(SEED)
-        test_fold = np.zeros(len(clips.audio), int)
         self.evaluation_talkers: list[list[np.ndarray]] = [[] for _ in clips.audio]
-        for k, split in enumerate(folds):
+        for split in folds:
             pool = babble_pool(clips, sorted(set(clips.speakers[split.train].tolist())), rng)
             for i in split.test:
                 self.evaluation_talkers[i] = pool
-                test_fold[i] = k
         # Training babble: other actors of the clip's own fold, never a voice of a fold it is trained for.
         self.training_talkers: list[list[np.ndarray]] = [[] for _ in clips.audio]
         for split in folds:
