@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .audio import MAX_SECONDS, SAMPLE_RATE, AudioError, load_audio
 from .denoise import reduce_noise
-from .inference import DEFAULT_MODEL, MODEL_DESCRIPTIONS, EmotionRecognizer, find_speech, uncertain_because
+from .inference import DEFAULT_MODEL, MODEL_DESCRIPTIONS, EmotionRecognizer, find_speech, verdict
 from .labels import EMOTIONS
 from .models import ModelLoadError
 from .segments import TIMELINE_MAX_SECONDS, timeline
@@ -106,14 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             results += zip(names, recognizer.predict_speech(speech), snrs, strict=True)
             if not args.session:  # a session's results wait until every take is in
                 for name, probabilities, snr in results:
-                    write(name, probabilities, verdict=_verdict(recognizer, probabilities, snr), snr_db=snr)
+                    answer = verdict(probabilities, snr, recognizer.confidence_threshold)
+                    write(name, probabilities, verdict=answer, snr_db=snr)
                 results = []
         sys.stdout.flush()
         progress.update(len(batch))
     progress.close()
     if args.session and results:
         for (name, _, snr), adapted in zip(results, adapt_all([p for _, p, _ in results]), strict=True):
-            write(name, adapted, verdict=_verdict(recognizer, adapted, snr), snr_db=snr)
+            write(name, adapted, verdict=verdict(adapted, snr, recognizer.confidence_threshold), snr_db=snr)
     seconds = time.perf_counter() - started
     print(
         f"scored {len(files) - failed} of {len(files)} file(s), {audio_seconds:.1f} s of audio, in {seconds:.2f} s: "
@@ -162,11 +163,6 @@ def _export_onnx(folders: Sequence[str]) -> int:
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _verdict(recognizer: EmotionRecognizer, probabilities: dict[str, float], snr_db: float) -> str:
-    reason = uncertain_because(probabilities, snr_db, recognizer.confidence_threshold)
-    return "uncertain" if reason else max(probabilities, key=probabilities.get)
 
 
 def _json_writer(name: str, probabilities: dict[str, float], segment=None, verdict=None, snr_db=None) -> None:

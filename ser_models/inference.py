@@ -59,10 +59,18 @@ class Analysis:
     @property
     def verdict(self) -> str:
         """The emotion heard, or "uncertain"; the eight probabilities stay either way."""
-        return UNCERTAIN if self.uncertain_because else self.label
+        return verdict(self.probabilities, self.snr_db, self.confidence_threshold)
+
+
+def verdict(probabilities: dict[str, float], snr_db: float, confidence_threshold: float) -> str:
+    """The most probable emotion, or UNCERTAIN where ``uncertain_because`` gives a reason."""
+    if uncertain_because(probabilities, snr_db, confidence_threshold):
+        return UNCERTAIN
+    return max(probabilities, key=probabilities.get)
 
 
 def uncertain_because(probabilities: dict[str, float], snr_db: float, confidence_threshold: float) -> str | None:
+    """Why the answer is "uncertain": speech buried in noise, or a top probability under the threshold."""
     if snr_db < MIN_SNR_DB:
         return f"the speech is buried in noise (estimated SNR {snr_db:.0f} dB)"
     top = max(probabilities.values())

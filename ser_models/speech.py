@@ -6,7 +6,7 @@ common level. Silero VAD's per-frame probabilities come from its batched ("seque
 that ships in the ``silero-vad`` wheel, run here through onnxruntime alone (no torch). Noise,
 tones, hum and DC offsets give no speech frames and are refused with the same clear message as
 digital silence; speech buried in noise is kept, and its estimated signal-to-noise ratio lets the
-caller say that it cannot tell (``inference.Verdict``).
+caller say that it cannot tell (``inference.uncertain_because``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, SilentAudioError
+from .audio import SilentAudioError
 
 FRAME = 512  # Silero's frame at 16 kHz: 32 ms
 CONTEXT = 64  # samples of the previous frame each frame carries
@@ -48,10 +48,6 @@ class SpeechCheck:
     probabilities: np.ndarray
     snr_db: float
 
-    @property
-    def speech_seconds(self) -> float:
-        return float(np.sum(self.probabilities >= SPEECH_PROBABILITY)) * FRAME / SAMPLE_RATE
-
 
 @cache
 def _session():
@@ -65,11 +61,6 @@ def _session():
     options.inter_op_num_threads = 1
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / SILERO_ONNX
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def available() -> bool:
-    """Whether Silero VAD is installed (without it, ``check`` falls back to digital silence only)."""
-    return _session() is not None
 
 
 def frame_probabilities(audio: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ser_models import runtime, speech
+from ser_models import features, runtime, speech
 from ser_models.audio import AudioError
 from ser_models.inference import EmotionRecognizer, find_speech
 from ser_models.labels import EMOTIONS
@@ -135,7 +135,7 @@ def window_features(make_audio: Callable[[], list[np.ndarray]], cache: Path, des
             refused[i] = True
             continue
         snr[i] = check.snr_db
-        for window in _windows(trimmed.audio):
+        for window in features.chunk(trimmed.audio):
             rows.append(encoder([window])[0])
             owner.append(i)
     result = WindowFeatures(np.stack(rows), np.asarray(owner), refused, snr)
@@ -148,12 +148,6 @@ def _save(result: WindowFeatures, cache: Path) -> None:
     partial = cache.with_suffix(".partial.npz")
     np.savez(partial, **dataclasses.asdict(result), snr_estimator=speech.SNR_ESTIMATOR)
     partial.rename(cache)
-
-
-def _windows(speech: np.ndarray) -> list[np.ndarray]:
-    from ser_models import features
-
-    return features.chunk(speech)
 
 
 def clip_probabilities(model: WhisperHead, windows: WindowFeatures, n_clips: int, temperature: float = 1.0):
@@ -354,11 +348,10 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     report["ece"] = {name: expected_calibration_error(p, test_truth) for name, p in test_probabilities.items()}
     everything = np.concatenate(list(test_probabilities.values()))
     report["coverage"] = coverage_table(everything, np.tile(test_truth, len(names)))
-    report["snr_bins"] = snr_table(grid, heads, folds, labels, n, temperature)
+    test_snr = np.concatenate([grid[c].snr_db[s.test] for c in range(len(names)) for s in folds])
+    report["snr_bins"] = snr_table(everything, test_snr, np.tile(test_truth, len(names)))
     report["robust_score"] = robust_score(report)
-    clean_probabilities = [
-        clip_probabilities(h, grid[0], n, temperature)[s.test] for h, s in zip(heads, folds, strict=True)
-    ]
+    clean_probabilities = np.split(test_probabilities["clean"], np.cumsum([len(s.test) for s in folds])[:-1])
     report["clean"] = clean_scores(clean_probabilities, [labels[s.test] for s in folds], folds, clips.speakers)
     report["session"] = session_scores(
         clean_probabilities, [labels[s.test] for s in folds], [clips.speakers[s.test] for s in folds]
@@ -447,15 +440,9 @@ def coverage_table(probabilities: np.ndarray, truth: np.ndarray) -> list[dict]:
     return rows
 
 
-def snr_table(grid, heads, folds, labels, n, temperature) -> list[dict]:
-    """Accuracy against the speech check's estimated SNR, over every test clip of every condition."""
-    snr, correct = [], []
-    for windows in grid:
-        for head, split in zip(heads, folds, strict=True):
-            p = clip_probabilities(head, windows, n, temperature)[split.test]
-            snr.append(windows.snr_db[split.test])
-            correct.append(np.nan_to_num(p, nan=-1).argmax(axis=1) == labels[split.test])
-    snr, correct = np.concatenate(snr), np.concatenate(correct)
+def snr_table(probabilities: np.ndarray, snr: np.ndarray, truth: np.ndarray) -> list[dict]:
+    """Accuracy against the speech check's estimated SNR (refused clips have no estimate and no answer)."""
+    correct = np.nan_to_num(probabilities, nan=-1).argmax(axis=1) == truth
     rows = []
     for low, high in ((-np.inf, 0), (0, 3), (3, 6), (6, 10), (10, 20), (20, np.inf)):
         inside = (snr >= low) & (snr < high)
