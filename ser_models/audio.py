@@ -3,6 +3,10 @@
 Every entry point (Python API, CLI, app, training) goes through ``load_audio`` or
 ``to_mono_16k`` so that one set of checks decides what is acceptable input and one
 set of messages explains what is not.
+
+Files are decoded by libsndfile (soundfile) where it knows the format (WAV, FLAC, OGG, MP3, AIFF),
+and otherwise by FFmpeg's libraries through PyAV (M4A/AAC, WebM/Opus, MP4, MOV, MKV, AMR, WMA and
+others), with the same limits and messages.
 """
 
 from __future__ import annotations
@@ -30,6 +34,25 @@ MAX_SECONDS = float(os.environ.get(MAX_SECONDS_ENV, "60"))
 MAX_FILE_BYTES = 200 * 1024 * 1024
 BLOCK_FRAMES = 1 << 16  # decoded at a time: the only multi-channel array ever held
 UNKNOWN_FRAMES = 1 << 62  # libsndfile's "length unknown" is 2**63 - 1; no real file comes near
+SF_MALFORMED = 3  # libsndfile's "Supported file format but file is malformed": its own format, broken
+# The demuxers FFmpeg may use for what libsndfile cannot read: audio files and the audio of video files.
+# Nothing that opens further files or URLs named inside the upload (concat lists, HLS and DASH playlists),
+# and no images, subtitles or text: FFmpeg refuses every other format before parsing the file.
+AV_FORMATS = (
+    "mov,matroska,asf,amr,amrnb,amrwb,aac,mp3,ogg,flac,wav,w64,aiff,caf,au,avi,flv,mpeg,mpegts,"
+    "ac3,eac3,dts,wv,ape,tta,mpc,mpc8,voc,rm"
+)
+# The demuxer (MP4, M4A, MOV, 3GP) whose streams' length comes from the header (the sample table, or the
+# total a fragmented file states), never from the bitrate: FFmpeg estimates other formats' lengths from
+# their bitrate where they state none (Matroska, WebM), and an estimate can neither refuse a file before
+# decoding nor call it cut off. Decoding stops at the limit either way.
+AV_STATED_LENGTH = "mov"
+AV_MAX_DAMAGED = 0.1  # packets the decoder may reject (besides one: a cut-off last packet) before the file is damaged
+SUPPORTED_FORMATS = "Supported formats: WAV, FLAC, MP3, OGG, M4A/AAC, WebM/Opus, MP4, MOV, MKV, AMR, AIFF, WMA."
+WITHOUT_AV = (
+    "Only WAV, FLAC, OGG, MP3 and AIFF can be read here: `pip install av` to read M4A, WebM, MP4, AMR, WMA "
+    "and other formats."
+)
 
 
 class AudioError(ValueError):
@@ -91,16 +114,40 @@ def _user_errors(function):
     return wrapper
 
 
-@_user_errors
-def load_audio(source: str | os.PathLike | bytes, max_seconds: float = MAX_SECONDS) -> np.ndarray:
-    """Decode a file (path or bytes) with soundfile and return 16 kHz mono float32 samples.
+def load_audio(
+    source: str | os.PathLike | bytes, max_seconds: float = MAX_SECONDS, *, name: str | None = None
+) -> np.ndarray:
+    """Decode a file (path or bytes) and return 16 kHz mono float32 samples.
 
     Rate, channels and length are judged from the header before any sample is read, and decoding
     runs in blocks mixed down to mono as they come: a small file that claims or holds hours of
-    many-channel audio costs at most the mono samples up to the limit plus one block.
+    many-channel audio costs at most the mono samples up to the limit plus one block. libsndfile
+    decodes the formats it knows, FFmpeg (through PyAV) the others.
+
+    Every error names the file as ``name`` (an upload's original file name, say), by default as the
+    path's file name without its folders, or "the uploaded audio" for bytes: a message may reach a user,
+    and the server's folders are none of their business.
     """
-    # The base name only: a message may reach a user, and the server's folders are none of their business.
-    name = "the uploaded audio" if isinstance(source, bytes) else repr(Path(os.fspath(source)).name)
+    label = _display_name(source, name)
+    try:
+        return _load_audio(source, max_seconds, label)
+    except AudioError as error:
+        if label in str(error):
+            raise
+        kind, message = type(error), str(error)
+    # The checks shared with raw samples (rate, channels, length, values) do not know the file: name it.
+    # Raised here, not in the handler, so that the error chains nothing.
+    raise kind(f"{label}: {message}")
+
+
+def _display_name(source: str | os.PathLike | bytes, name: str | None) -> str:
+    if name is not None:
+        return repr(str(name))
+    return "the uploaded audio" if isinstance(source, bytes) else repr(Path(os.fspath(source)).name)
+
+
+@_user_errors
+def _load_audio(source: str | os.PathLike | bytes, max_seconds: float, name: str) -> np.ndarray:
     if isinstance(source, bytes):
         size = len(source)
     elif Path(source).is_file():
@@ -111,20 +158,19 @@ def load_audio(source: str | os.PathLike | bytes, max_seconds: float = MAX_SECON
         raise EmptyAudioError(f"{name} is empty (0 bytes): nothing was recorded or the upload failed")
     if size > MAX_FILE_BYTES:
         raise UnreadableAudioError(f"{name} is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MB")
-    reason = None
+    reason, hint = None, SUPPORTED_FORMATS
     try:
-        with sf.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else source) as f:
-            samples, sample_rate, promised = _decode(f, max_seconds)
+        decoded = _read_soundfile(source, max_seconds) or _read_av(source, max_seconds)
     except AudioError:
         raise
+    except _Undecodable as error:
+        reason, hint = error.args
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         reason = re.sub(r"^Error opening .*?: ", "", str(error))  # drop the file-object repr libsndfile adds
     if reason is not None:  # raised here, not in the handler, so that the error chains nothing
-        raise UnreadableAudioError(
-            f"{name} could not be decoded as audio ({reason}). Supported formats: WAV, FLAC, OGG/Vorbis, MP3."
-        )
-    # MP3 headers only estimate the length, so a little slack; a cut-off file misses far more.
-    if promised is not None and promised - len(samples) > max(0.01 * promised, 0.05 * sample_rate):
+        raise UnreadableAudioError(f"{name} could not be decoded as audio ({reason}). {hint}".rstrip())
+    samples, sample_rate, promised, slack = decoded
+    if promised is not None and promised - len(samples) > slack:
         raise TruncatedAudioError(
             f"{name} is truncated: its header promises {promised / sample_rate:.2f} s but only "
             f"{len(samples) / sample_rate:.2f} s are there. The upload or copy was probably cut off; try again."
@@ -171,8 +217,53 @@ def to_mono_16k(waveform: np.ndarray, sample_rate: int | float, max_seconds: flo
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
-def _decode(f: sf.SoundFile, max_seconds: float) -> tuple[np.ndarray, int, int | None]:
-    """Mono float32 samples at the file's own rate, and the length its header promises (None: unknown).
+class _Undecodable(Exception):
+    """Why a file could not be decoded (args: the reason, and what to tell the user about formats)."""
+
+
+class _Mono:
+    """Mono samples decoded block by block: grown as they come, never beyond ``limit``, refused past it.
+
+    Only the samples up to the limit are ever allocated: a header that lies costs address space, not memory.
+    """
+
+    def __init__(self, limit: float, max_seconds: float, expected: int = 0):
+        self.limit, self.max_seconds, self.size = limit, max_seconds, 0
+        self.samples = np.empty(expected or BLOCK_FRAMES, np.float32)  # expected: at most the limit
+
+    def room(self, count: int) -> np.ndarray:
+        """Where the next ``count`` samples go (fill it before the next call)."""
+        end = self.size + count
+        if end > self.limit:
+            raise TooLongError(_too_long_message(None, self.max_seconds))
+        if end > len(self.samples):  # no length in the header, or an estimate too low: grow
+            self.samples.resize(int(min(max(2 * len(self.samples), end), self.limit)), refcheck=False)
+        start, self.size = self.size, end
+        return self.samples[start:end]
+
+    def result(self) -> np.ndarray:
+        self.samples.resize(self.size, refcheck=False)  # in place: no second copy of the samples
+        return self.samples
+
+
+def _read_soundfile(source: str | os.PathLike | bytes, max_seconds: float) -> tuple | None:
+    """What ``_decode`` returns, or None where libsndfile does not know the format (FFmpeg may).
+
+    A file libsndfile knows but finds broken stays broken: FFmpeg is not asked to make something of it.
+    """
+    try:
+        f = sf.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except sf.LibsndfileError as error:
+        if error.code == SF_MALFORMED:
+            raise
+        return None
+    with f:
+        return _decode(f, max_seconds)
+
+
+def _decode(f: sf.SoundFile, max_seconds: float) -> tuple[np.ndarray, int, int | None, float]:
+    """Mono float32 samples at the file's own rate, the length its header promises (None: unknown), and
+    how many samples short of that still counts as complete.
 
     The header is trusted to refuse a file, never to size an allocation: decoding goes block by block
     and stops at the limit, whatever length the header claims.
@@ -184,21 +275,118 @@ def _decode(f: sf.SoundFile, max_seconds: float) -> tuple[np.ndarray, int, int |
     known = 0 < f.frames < UNKNOWN_FRAMES
     if known and f.frames > limit:
         raise TooLongError(_too_long_message(f.frames / sample_rate, max_seconds))
-    # At most the limit's worth of mono samples, never touched unless decoded: a header that lies costs
-    # address space, not memory.
-    mono = np.empty(f.frames if known else BLOCK_FRAMES, np.float32)
+    mono = _Mono(limit, max_seconds, f.frames if known else 0)
     block = np.empty((BLOCK_FRAMES, f.channels), np.float32)
-    size = 0
     while len(chunk := f.read(BLOCK_FRAMES, dtype="float32", always_2d=True, out=block)):
-        if size + len(chunk) > limit:
-            raise TooLongError(_too_long_message(None, max_seconds))
-        if size + len(chunk) > len(mono):  # no length in the header, or an MP3 estimate too low: grow
-            mono.resize(int(min(max(2 * len(mono), size + len(chunk)), limit)), refcheck=False)
-        np.mean(chunk, axis=1, out=mono[size : size + len(chunk)])
-        size += len(chunk)
-    mono.resize(size, refcheck=False)  # in place: no second copy of the samples
+        np.mean(chunk, axis=1, out=mono.room(len(chunk)))
     promised = _promised_frames(f) if f.format == "WAV" else f.frames if known else None
-    return mono, sample_rate, promised
+    # MP3 headers only estimate the length, so a little slack; a cut-off file misses far more.
+    slack = max(0.01 * promised, 0.05 * sample_rate) if promised else 0.0
+    return mono.result(), sample_rate, promised, slack
+
+
+def _read_av(source: str | os.PathLike | bytes, max_seconds: float) -> tuple[np.ndarray, int, int | None, float]:
+    """What ``_decode`` returns, through FFmpeg's libraries (PyAV), for the formats libsndfile does not know."""
+    try:
+        import av  # optional: only for formats libsndfile does not read
+    except ImportError:
+        raise _Undecodable("format not recognised", WITHOUT_AV) from None
+    try:
+        file = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+    except OSError as error:
+        raise _Undecodable(f"the file cannot be read: {error.strerror or 'input/output error'}", "") from None
+    with file:
+        head = file.read(12)
+        file.seek(0)
+        try:
+            # A file object, never a path: FFmpeg would read a path as a URL ("concat:", "http:").
+            container = av.open(
+                file,
+                metadata_errors="ignore",
+                container_options={"format_whitelist": AV_FORMATS, "protocol_whitelist": "none"},
+            )
+        except MemoryError:
+            raise
+        except (av.error.FFmpegError, OSError, ValueError):  # ValueError: UnicodeDecodeError too
+            raise _Undecodable(_unknown_format(head), SUPPORTED_FORMATS) from None
+        with container:
+            return _decode_av(av, container, max_seconds)
+
+
+def _unknown_format(head: bytes) -> str:
+    if head[4:8] == b"ftyp":  # an MP4 (M4A, MOV, 3GP) whose index FFmpeg could not find
+        return (
+            "an MP4/M4A/MOV file without its index: it was cut off during the upload or copy, "
+            "or the recording was never finished"
+        )
+    return "not a recognised audio or video format"
+
+
+def _decode_av(av, container, max_seconds: float) -> tuple[np.ndarray, int, int | None, float]:
+    """What ``_decode`` returns, from the best audio track of an open PyAV container."""
+    stream = container.streams.best("audio")
+    if stream is None:
+        others = sorted({s.type for s in container.streams})
+        raise _Undecodable(
+            "it has no audio track" + (f", only {' and '.join(others)}" if others else ""), SUPPORTED_FORMATS
+        )
+    context = stream.codec_context
+    if context is None:
+        raise _Undecodable("its audio is in a codec this server cannot decode", SUPPORTED_FORMATS)
+    if context.sample_rate:
+        _checked_rate(context.sample_rate)
+    if context.layout.nb_channels:
+        _check_channels(context.layout.nb_channels)
+    declared = None
+    if AV_STATED_LENGTH in container.format.name.split(",") and stream.duration and stream.time_base:
+        declared = float(stream.duration * stream.time_base)
+    if declared is not None and declared > max_seconds:
+        raise TooLongError(_too_long_message(declared, max_seconds))
+    mono, sample_rate, packets, damaged = None, 0, 0, 0
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except MemoryError:
+                raise
+            except av.error.FFmpegError:
+                damaged += 1  # skipped, as FFmpeg itself does; too many and the file is damaged (below)
+                continue
+            if packet.size:  # not the empty packet that flushes the decoder at the end
+                packets += 1
+            for frame in frames:
+                if mono is None:
+                    sample_rate = _checked_rate(frame.sample_rate)
+                    expected = round(declared * sample_rate) if declared else 0
+                    mono = _Mono(max_seconds * sample_rate, max_seconds, expected)
+                if frame.sample_rate == sample_rate:
+                    room = mono.room(frame.samples)  # past the limit: refused before the frame is converted
+                    room[:] = _frame_mono(frame)
+                else:  # a stream may change its rate midway
+                    chunk = soxr.resample(_frame_mono(frame), _checked_rate(frame.sample_rate), sample_rate)
+                    mono.room(len(chunk))[:] = chunk
+    except MemoryError:
+        raise
+    except av.error.FFmpegError:
+        damaged += 1  # the demuxer gave up: the data ends here, and the length check below judges it
+    if damaged > max(1, AV_MAX_DAMAGED * (packets + damaged)) or (mono is None and damaged):
+        raise _Undecodable(f"{damaged} of {packets + damaged} blocks of its audio are damaged", SUPPORTED_FORMATS)
+    if mono is None:
+        raise EmptyAudioError("its audio track holds no samples")
+    promised = round(declared * sample_rate) if declared else None
+    # Codecs pad the first and last blocks (up to ~0.1 s for AAC at low rates): more slack than for PCM.
+    slack = max(0.02 * promised, 0.2 * sample_rate) if promised else 0.0
+    return mono.result(), sample_rate, promised, slack
+
+
+def _frame_mono(frame) -> np.ndarray:
+    """One decoded frame as float32 mono, whatever its sample format (planar or packed, int or float)."""
+    channels = frame.layout.nb_channels
+    _check_channels(channels)
+    samples = _as_float32(frame.to_ndarray())
+    if frame.format.is_planar:  # (channels, samples)
+        return samples[0] if channels == 1 else samples.mean(axis=0)
+    return samples.reshape(-1, channels).mean(axis=1)  # (1, samples × channels), interleaved
 
 
 def _checked_rate(sample_rate: int | float) -> int:
