@@ -12,9 +12,13 @@ voice), ``--denoise`` reduces background noise first.
 JSON output is one object per line: {"file", "label", "verdict", "snr_db", "probabilities"}, where
 "verdict" is the label or "uncertain" (speech buried in noise, or a top probability below the model's
 threshold) and "snr_db" the speech's estimated signal-to-noise ratio (with --segments instead
-"segment", "start", "end" in seconds). A file that
-cannot be analysed is reported on stderr and skipped; the others are still predicted,
-and the exit status is 1 when any file failed (2 when the model itself cannot load).
+"segment", "start", "end" in seconds). Any common audio format is read, and the audio track of
+a video (WAV, FLAC, MP3, OGG, M4A/AAC, WebM/Opus, MP4, MOV, MKV, AMR, AIFF, WMA; see ``audio.load_audio``).
+
+A file that cannot be analysed is reported on stderr in one line naming it, and skipped; the others are
+still predicted. The last line on stderr is always the summary (files scored, throughput). The exit status
+is 1 when any file failed, 2 when the model itself cannot load, and 141 when the reader of the output went
+away early (``... | head -3``): the output then stops quietly, as with other Unix tools.
 """
 
 from __future__ import annotations
@@ -22,34 +26,46 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from .audio import MAX_SECONDS, SAMPLE_RATE, AudioError, load_audio
+from .audio import MAX_SECONDS, SAMPLE_RATE, AudioError, TooLongError, load_audio
+from .configs import ModelLoadError
 from .denoise import reduce_noise
-from .inference import DEFAULT_MODEL, MODEL_DESCRIPTIONS, EmotionRecognizer, find_speech, verdict
+from .inference import EmotionRecognizer, find_speech, verdict
 from .labels import EMOTIONS
-from .models import ModelLoadError
+from .registry import DEFAULT_MODEL, MODELS
 from .segments import TIMELINE_MAX_SECONDS, timeline
 from .session import adapt_all
 
 FILES_PER_BATCH = 64
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+# What folders are searched for: audio files, and videos (their audio track is analysed).
+AUDIO_SUFFIXES = tuple(
+    ".wav .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .m4a .aac .webm .mp4 .mov .mkv .amr .3gp .wma .caf".split()
+)
+# A command that writes to a pipe whose reader has gone (`... | head -3`) is killed by SIGPIPE, and the shell
+# reports 128 + 13. Python ignores SIGPIPE and raises BrokenPipeError instead; the CLI then stops quietly
+# with the same status, as cat, grep or seq would (a pipeline with `set -o pipefail` sees it as they do).
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ser_models", description="Speech emotion recognition (RAVDESS).")
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="predict the emotion of audio files")
-    predict.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3) or folders of them")
+    predict.add_argument(
+        "files",
+        nargs="+",
+        help="audio or video files (WAV, FLAC, MP3, OGG, M4A, WebM, MP4, MOV, MKV, AMR, AIFF, WMA) or folders of them",
+    )
     predict.add_argument("--recursive", "-r", action="store_true", help="also score files in sub-folders")
     predict.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"bundled model ({', '.join(MODEL_DESCRIPTIONS)}), a model folder or a Hub repo id "
-        f"(default {DEFAULT_MODEL})",
+        help=f"bundled model ({', '.join(MODELS)}), a model folder or a Hub repo id (default {DEFAULT_MODEL})",
     )
     predict.add_argument("--format", choices=["json", "csv"], default="json", help="JSON lines (default) or CSV")
     predict.add_argument(
@@ -68,6 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # stdout now leads nowhere: point it at /dev/null, or the interpreter's last flush of what is still
+        # buffered raises again on the way out ("Exception ignored ... BrokenPipeError").
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # a stdout without a file descriptor (replaced in-process): nothing to do
+            pass
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "export-onnx":
@@ -82,15 +113,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no audio files found", file=sys.stderr)
         return 1
     write = _csv_writer(args.segments) if args.format == "csv" else _json_writer
+    started = time.perf_counter()
+    progress = _progress(len(files), disabled=args.no_progress)
+    try:
+        failed, audio_seconds = _score(args, recognizer, files, write, progress)
+    except BrokenPipeError:
+        progress.leave = False  # the reader has gone: wipe the bar rather than leave it half drawn
+        raise
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - started
+    scored = len(files) - failed
+    # The last line on stderr, failures or not.
+    print(
+        f"scored {scored} of {len(files)} file(s)"
+        + (f" ({failed} could not be analysed)" if failed else "")
+        + f", {audio_seconds:.1f} s of audio, in {seconds:.2f} s: "
+        f"{scored / seconds:.1f} files/s, {audio_seconds / seconds:.0f}x real time",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
+def _score(
+    args: argparse.Namespace, recognizer: EmotionRecognizer, files: Sequence[str], write: Callable, progress
+) -> tuple[int, float]:
+    """Write the rows of every file; report each one that fails in one line. Returns (failed, seconds of audio)."""
     prepare = reduce_noise if args.denoise else (lambda audio: audio)
     max_seconds = TIMELINE_MAX_SECONDS if args.segments else MAX_SECONDS
-    started, audio_seconds, failed, results = time.perf_counter(), 0.0, 0, []
-    progress = _progress(len(files), disabled=args.no_progress)
+    failed, audio_seconds, results = 0, 0.0, []
+
+    def report(message: str) -> None:  # above the progress bar
+        nonlocal failed
+        failed += 1
+        progress.write(f"error: {message}", file=sys.stderr)
+
     for batch in _batches(files, FILES_PER_BATCH):
         names, speech, snrs = [], [], []
         for name in batch:
-            try:
-                audio = prepare(load_audio(name, max_seconds=max_seconds))
+            try:  # load_audio's messages name the file (as given here, folders and all)
+                audio = load_audio(name, max_seconds=max_seconds, name=name)
+            except TooLongError as error:
+                hint = "" if args.segments else " Or use --segments for the emotion timeline of a long recording."
+                report(f"{error}{hint}")
+                continue
+            except AudioError as error:
+                report(str(error))
+                continue
+            try:  # the analysis's messages do not: name it once, in front
+                audio = prepare(audio)
                 audio_seconds += audio.size / SAMPLE_RATE
                 if args.segments:
                     _write_timeline(recognizer, name, audio, write, one_speaker=args.session)
@@ -100,8 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     names.append(name)
                     snrs.append(check.snr_db)
             except AudioError as error:
-                failed += 1
-                print(f"error: {name}: {error}", file=sys.stderr)
+                report(f"{name!r}: {error}")
         if speech:
             results += zip(names, recognizer.predict_speech(speech), snrs, strict=True)
             if not args.session:  # a session's results wait until every take is in
@@ -111,19 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results = []
         sys.stdout.flush()
         progress.update(len(batch))
-    progress.close()
     if args.session and results:
         for (name, _, snr), adapted in zip(results, adapt_all([p for _, p, _ in results]), strict=True):
             write(name, adapted, verdict=verdict(adapted, snr, recognizer.confidence_threshold), snr_db=snr)
-    seconds = time.perf_counter() - started
-    print(
-        f"scored {len(files) - failed} of {len(files)} file(s), {audio_seconds:.1f} s of audio, in {seconds:.2f} s: "
-        f"{(len(files) - failed) / seconds:.1f} files/s, {audio_seconds / seconds:.0f}x real time",
-        file=sys.stderr,
-    )
-    if failed:
-        print(f"{failed} of {len(files)} file(s) could not be analysed", file=sys.stderr)
-    return 1 if failed else 0
+    sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
+    return failed, audio_seconds
 
 
 def expand(paths: Sequence[str], recursive: bool = False) -> Iterator[str]:
@@ -149,12 +211,17 @@ def _progress(total: int, disabled: bool):
 
 
 def _export_onnx(folders: Sequence[str]) -> int:
-    from .runtime import BackendError, save_onnx
+    from .runtime import torch_available
+
+    if not torch_available():
+        print("error: exporting to ONNX needs PyTorch: pip install 'ser-models[train]'", file=sys.stderr)
+        return 2
+    from .export import save_onnx
 
     for folder in folders:
         try:
             print(f"wrote {save_onnx(folder)}")
-        except (ModelLoadError, BackendError) as error:
+        except ModelLoadError as error:  # also runtime.BackendError
             print(f"error: {error}", file=sys.stderr)
             return 2
     return 0

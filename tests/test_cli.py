@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from ser_models import EMOTIONS
 from ser_models.cli import main
 
@@ -36,7 +38,67 @@ def test_bad_file_is_reported_and_the_rest_still_predicted(sample_clips, tmp_pat
     out, err = capsys.readouterr()
     assert status == 1
     assert [json.loads(line)["file"] for line in out.splitlines()] == [str(sample_clips[0]), str(sample_clips[1])]
-    assert f"error: {broken}:" in err and "could not be decoded" in err
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]  # one line per failed file
+    assert line.startswith(f"error: '{broken}' could not be decoded as audio") and line.count("broken.wav") == 1
+    assert err.splitlines()[-1].startswith("scored 2 of 3 file(s) (1 could not be analysed), ")  # the summary last
+
+
+def test_every_format_is_read_and_folders_pick_them_up(sample_clips, tmp_path, capsys):
+    import av
+    import numpy as np
+
+    from ser_models import load_audio
+
+    voice = load_audio(sample_clips[4])
+    with av.open(tmp_path / "memo.m4a", "w", format="ipod") as output:
+        stream = output.add_stream("aac", rate=16_000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(voice[None].astype(np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16_000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            output.mux(packet)
+    (tmp_path / "notes.txt").write_text("not audio, not picked up")
+    assert main(["predict", str(tmp_path), "--model", "mfcc-mlp", "--no-progress"]) == 0
+    [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["file"] == str(tmp_path / "memo.m4a")
+
+
+def test_a_too_long_recording_suggests_segments(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(tmp_path / "talk.wav", np.zeros(16_000 * 70, np.int16), 16_000)
+    assert main(["predict", str(tmp_path / "talk.wav"), "--model", "mfcc-mlp", "--no-progress"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[-1].startswith("scored 0 of 1 file(s) (1 could not be analysed)")
+    assert err[0].startswith(f"error: '{tmp_path / 'talk.wav'}': the recording is 70.0 s long; the limit is 60 s.")
+    assert err[0].endswith("Or use --segments for the emotion timeline of a long recording.")
+
+
+def test_output_to_a_reader_that_went_away_ends_quietly(sample_clips):
+    """`python -m ser_models predict --segments ... | head -3`: once head has its lines and exits, the CLI stops
+    with the status a Unix tool killed by SIGPIPE has (141), and no traceback."""
+    import os
+
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_SETPIPE_SZ"):
+        pytest.skip("needs Linux's F_SETPIPE_SZ to make the pipe small")
+    read_end, write_end = os.pipe()
+    # One page of pipe, and more output than that and Python's 8 KB buffer together (about 250 bytes a row):
+    # the CLI is certain to write again after the reader has gone.
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    clips = [str(sample_clips[0])] * 80
+    command = [sys.executable, "-m", "ser_models", "predict", "--segments", *clips, "--model", "mfcc-mlp"]
+    with subprocess.Popen(command, stdout=write_end, stderr=subprocess.PIPE, cwd=ROOT, text=True) as child:
+        os.close(write_end)
+        received = b""
+        while received.count(b"\n") < 3 and (chunk := os.read(read_end, 1024)):
+            received += chunk
+        os.close(read_end)  # as head does once it has its three lines
+        _, err = child.communicate(timeout=300)
+    assert child.returncode == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err
+    rows = [json.loads(line) for line in received.decode().splitlines()[:3]]
+    assert [row["file"] for row in rows] == clips[:3]
 
 
 def test_csv_output(sample_clips, capsys):
@@ -125,4 +187,6 @@ def test_speech_buried_in_noise_is_uncertain_and_noise_alone_is_refused(angry_cl
     out, err = capsys.readouterr()
     [row] = [json.loads(line) for line in out.splitlines()]
     assert status == 1 and row["verdict"] == "uncertain" and row["snr_db"] < 3
-    assert "hiss.wav" in err and "no speech" in err
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: '{tmp_path / 'hiss.wav'}': ") and "no speech" in line  # named once, in front
+    assert line.count("hiss.wav") == 1 and err.splitlines()[-1].startswith("scored 1 of 2 file(s)")
