@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +27,9 @@ from speed import CLIP_SOURCE, data_folder, fit, percentiles, synthetic_speech, 
 
 from ser_models import EmotionRecognizer, load_audio  # noqa: E402
 from ser_models.audio import SAMPLE_RATE  # noqa: E402
-from ser_models.inference import WEIGHTS_DIR, EnsembleRecognizer  # noqa: E402
-from ser_models.models import MODEL_CLASSES  # noqa: E402
+from ser_models.models import MODEL_CLASSES, EmotionModel  # noqa: E402
+from ser_models.registry import WEIGHTS_DIR  # noqa: E402
+from ser_models.scorers import EnsembleScorer  # noqa: E402
 
 
 def recognizers() -> Iterator[tuple[str, EmotionRecognizer]]:
@@ -35,19 +37,23 @@ def recognizers() -> Iterator[tuple[str, EmotionRecognizer]]:
     (each is measured alone in the process, as it would be served)."""
     bundled_types = set()
     for folder in sorted(p for p in WEIGHTS_DIR.iterdir() if p.is_dir()):
+        if not (folder / "config.json").is_file():
+            continue  # the Whisper encoder's own folder
         recognizer = EmotionRecognizer.from_pretrained(folder.name)
-        if not isinstance(recognizer, EnsembleRecognizer):
-            bundled_types.add(recognizer.model.model_type)
+        if not isinstance(recognizer.scorer, EnsembleScorer):
+            bundled_types.add(recognizer.config.model_type)
         yield folder.name, recognizer
     for model_type, model_class in MODEL_CLASSES.items():
         if model_type not in bundled_types:
-            yield f"{model_type} (untrained)", EmotionRecognizer(model_class())
+            with tempfile.TemporaryDirectory() as folder:
+                model_class().save_pretrained(folder)
+                yield f"{model_type} (untrained)", EmotionRecognizer.from_pretrained(folder)
 
 
 def parameters(recognizer: EmotionRecognizer) -> int:
-    if isinstance(recognizer, EnsembleRecognizer):
-        return sum(parameters(member) for member in recognizer.members.values())
-    return sum(p.numel() for p in recognizer.model.parameters())
+    scorer = recognizer.scorer
+    members = scorer.members.values() if isinstance(scorer, EnsembleScorer) else [scorer]
+    return sum(sum(p.numel() for p in EmotionModel.from_pretrained(member.folder).parameters()) for member in members)
 
 
 def main() -> None:

@@ -45,7 +45,9 @@ sys.path.insert(0, str(ROOT))
 
 from ser_models import features, runtime  # noqa: E402
 from ser_models.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from ser_models.inference import DEFAULT_MODEL, MODEL_DESCRIPTIONS, EmotionRecognizer, EnsembleRecognizer  # noqa: E402
+from ser_models.inference import EmotionRecognizer  # noqa: E402
+from ser_models.registry import DEFAULT_MODEL, MODELS  # noqa: E402
+from ser_models.scorers import EnsembleScorer, model_inputs, softmax  # noqa: E402
 
 CLIP_SECONDS = 4.0
 CLIP_SOURCE = Path("Actor_01") / "03-01-05-02-01-01-01.flac"  # the clip bench/app_latency.py uses
@@ -144,13 +146,9 @@ def stage_latency(recognizer: EmotionRecognizer, clip: Path, calls: int) -> dict
         t1 = time.perf_counter()
         speech = recognizer.trim(audio)
         t2 = time.perf_counter()
-        with torch.inference_mode():
-            with runtime.torch_threads(runtime.FEATURE_THREADS):
-                inputs = recognizer.model.featurize(*features.batch_inputs([speech]))
-            t3 = time.perf_counter()
-            logits = recognizer.network(inputs)
-            with runtime.torch_threads(runtime.FEATURE_THREADS):
-                torch.softmax(logits.double() / recognizer.model.config.temperature, dim=-1).numpy()
+        inputs = model_inputs(recognizer.config, *features.batch_inputs([speech]))
+        t3 = time.perf_counter()
+        softmax(recognizer.scorer.network(inputs), recognizer.temperature)
         t4 = time.perf_counter()
         if record:
             for stage, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
@@ -220,16 +218,14 @@ def measure_model(
     audio = load_audio(clip)
     result: dict[str, dict[str, object] | float] = {}
     for backend in BACKENDS:
-        if backend == "onnx" and not runtime.onnxruntime_available():
-            result[backend] = {"skipped": "onnx or onnxruntime is not installed"}
-            continue
         load = load_times(name, backend)
         recognizer = EmotionRecognizer.from_pretrained(name, backend=backend)
+        ensemble = isinstance(recognizer.scorer, EnsembleScorer)
         end_to_end = percentiles(timed(lambda r=recognizer: r.predict(audio, SAMPLE_RATE), calls))
         result[backend] = {
             "load": load,
             # An ensemble's stages are its members'; they are measured under their own names.
-            "stages_ms": None if isinstance(recognizer, EnsembleRecognizer) else stage_latency(recognizer, clip, calls),
+            "stages_ms": None if ensemble else stage_latency(recognizer, clip, calls),
             "end_to_end_from_waveform_ms": end_to_end,
             "real_time_factor": round(end_to_end["p50"] / 1000 / CLIP_SECONDS, 5),
             "from_file_ms": percentiles(timed(lambda r=recognizer: r.predict_file(clip), calls)),
@@ -251,48 +247,52 @@ def reference(name: str, clip: Path, clip_48k: Path, calls: int) -> dict[str, ob
         # times slower, which would flatter our figure.
         by_threads = {}
         for threads in sorted({1, torch.get_num_threads()}):
-            with runtime.torch_threads(threads), blas_threads(threads):
+            with torch_threads(threads), blas_threads(threads):
                 by_threads[str(threads)] = percentiles(
-                    timed(lambda p=path: reference_probabilities(torch_model.model, p), calls)
+                    timed(lambda p=path: reference_probabilities(torch_model.scorer.network.model, p), calls)
                 )
         found[key] = min(by_threads.values(), key=lambda timing: timing["p50"])
         found[f"{key}_by_torch_threads"] = by_threads
         ours = np.array(list(torch_model.predict_file(path).values()))
         found[f"{key.removesuffix('_ms')}_max_abs_probability_difference_vs_ours"] = round(
-            float(np.abs(reference_probabilities(torch_model.model, path) - ours).max()), 4
+            float(np.abs(reference_probabilities(torch_model.scorer.network.model, path) - ours).max()), 4
         )
     return found
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """torch ops inside run on ``threads`` intra-op threads; the setting before is restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def thread_settings(clip: Path, recordings: list[np.ndarray], calls: int) -> list[dict[str, object]]:
-    """The CNN on the default backend with the torch feature threads and the onnxruntime pool at 1 or 2
-    (the CNN is where the split between torch features and the onnxruntime network matters)."""
+    """The CNN with numpy's BLAS (the mel projection) and the onnxruntime pool at 1 or 2 threads."""
     audio, rows = load_audio(clip), []
     batch = [(a, SAMPLE_RATE) for a in recordings[: max(BATCH_SIZES)]]
-    chosen = runtime.FEATURE_THREADS
     for feature_threads, network_threads in ((1, 2), (2, 2), (1, 1), (2, 1)):
-        runtime.FEATURE_THREADS = feature_threads
         recognizer = EmotionRecognizer.from_pretrained("mel-cnn")
-        if isinstance(recognizer.network, runtime.OnnxNetwork):
-            recognizer.network = runtime.OnnxNetwork(recognizer.network.source, threads=network_threads)
-        elif network_threads != torch.get_num_threads():
-            continue  # the torch backend's network runs on the process's own setting
-        latency = percentiles(timed(lambda r=recognizer: r.predict(audio, SAMPLE_RATE), calls // 2))
-        recognizer.predict_batch(batch)
-        started = time.perf_counter()
-        for _ in range(3):
+        recognizer.scorer.network = runtime.OnnxNetwork(recognizer.scorer.network.source, threads=network_threads)
+        with blas_threads(feature_threads):
+            latency = percentiles(timed(lambda r=recognizer: r.predict(audio, SAMPLE_RATE), calls // 2))
             recognizer.predict_batch(batch)
+            started = time.perf_counter()
+            for _ in range(3):
+                recognizer.predict_batch(batch)
         rows.append(
             {
                 "feature_threads": feature_threads,
                 "network_threads": network_threads,
-                "default": feature_threads == chosen and network_threads == torch.get_num_threads(),
                 "backend": recognizer.backend,
                 "end_to_end_ms": {"p50": latency["p50"], "p95": latency["p95"]},
                 f"clips_per_s_at_{len(batch)}": round(3 * len(batch) / (time.perf_counter() - started), 1),
             }
         )
-    runtime.FEATURE_THREADS = chosen
     return rows
 
 
@@ -418,10 +418,9 @@ def versions() -> dict[str, str]:
 
     found = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
     found["librosa"] = librosa.__version__
-    if runtime.onnxruntime_available():
-        import onnxruntime
+    import onnxruntime
 
-        found["onnxruntime"] = onnxruntime.__version__
+    found["onnxruntime"] = onnxruntime.__version__
     return found
 
 
@@ -488,13 +487,12 @@ def print_table(result: dict) -> None:
     )
     print(f"CLI: {result['cli']}; peak RSS of this process: {result['peak_rss_mb']} MB")
     print(f"library cold start: {result['library_cold_start']}; app cold start: {result.get('app_cold_start_s')} s")
-    print("threads (torch features / onnxruntime network):")
+    print("threads (numpy BLAS features / onnxruntime network):")
     for row in result["thread_settings"]:
         rate = next(v for k, v in row.items() if k.startswith("clips_per_s"))
-        mark = " (default)" if row["default"] else ""
         print(
             f"  {row['feature_threads']} / {row['network_threads']}: p50 {row['end_to_end_ms']['p50']} ms, "
-            f"p95 {row['end_to_end_ms']['p95']} ms, {rate} clips/s{mark}"
+            f"p95 {row['end_to_end_ms']['p95']} ms, {rate} clips/s"
         )
     print(f"CPU contention: {result['contention']}")
     for key, bar in result["bars"].items():
@@ -546,8 +544,7 @@ def main() -> None:
         "threads": {
             "torch": torch.get_num_threads(),
             "torch_interop": torch.get_num_interop_threads(),
-            "torch_features_when_serving": runtime.FEATURE_THREADS,
-            "onnxruntime_intra_op": torch.get_num_threads(),
+            "onnxruntime_intra_op": "onnxruntime's default (one per physical core)",
         },
         "clip": {
             "description": description,
@@ -566,7 +563,7 @@ def main() -> None:
         "default_backend": EmotionRecognizer.from_pretrained().backend,
         "models": {},
     }
-    for name in MODEL_DESCRIPTIONS:
+    for name in MODELS:
         print(f"measuring {name} ...", flush=True)
         result["models"][name] = measure_model(name, clip, clip_48k, recordings, args.calls)
     print("thread settings ...", flush=True)

@@ -1,5 +1,8 @@
 """Speech emotion recognition on the eight RAVDESS emotions.
 
+Serving (this package's top level) needs numpy, soundfile, soxr, av and onnxruntime; the PyTorch
+models behind the bundled networks are in ``ser_models.models`` (``pip install 'ser-models[train]'``).
+
 >>> from ser_models import EmotionRecognizer
 >>> EmotionRecognizer.from_pretrained("mel-cnn").predict_file("clip.wav")  # doctest: +SKIP
 """
@@ -18,23 +21,17 @@ from .audio import (
     UnsupportedAudioError,
     load_audio,
 )
+from .configs import ModelLoadError
 from .features import ShortSpeechWarning
-from .inference import (
-    DEFAULT_MODEL,
-    MODEL_DESCRIPTIONS,
-    UNCERTAIN,
-    Analysis,
-    EmotionRecognizer,
-    EnsembleRecognizer,
-    find_speech,
-)
+from .inference import UNCERTAIN, Analysis, EmotionRecognizer, find_speech
 from .labels import EMOTIONS, STATEMENTS, parse_ravdess_name
-from .models import MelCNN, MelCRNN, MfccMLP, ModelLoadError, WhisperHead
+from .registry import DEFAULT_MODEL, MODELS
+from .scorers import EnsembleScorer, Scorer
 
 __all__ = [
     "DEFAULT_MODEL",
     "EMOTIONS",
-    "MODEL_DESCRIPTIONS",
+    "MODELS",
     "SAMPLE_RATE",
     "STATEMENTS",
     "UNCERTAIN",
@@ -43,12 +40,10 @@ __all__ = [
     "ClippingWarning",
     "EmotionRecognizer",
     "EmptyAudioError",
-    "EnsembleRecognizer",
+    "EnsembleScorer",
     "InvalidSamplesError",
-    "MelCNN",
-    "MelCRNN",
-    "MfccMLP",
     "ModelLoadError",
+    "Scorer",
     "ShortSpeechWarning",
     "SilentAudioError",
     "TooLongError",
@@ -56,7 +51,6 @@ __all__ = [
     "TruncatedAudioError",
     "UnreadableAudioError",
     "UnsupportedAudioError",
-    "WhisperHead",
     "find_speech",
     "load_audio",
     "parse_ravdess_name",

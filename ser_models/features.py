@@ -1,4 +1,5 @@
-"""Feature extraction shared by training and inference (one place, so no train/serve skew).
+"""Feature extraction shared by training and inference (one place, so no train/serve skew), in numpy:
+serving imports no torch.
 
 16 kHz mono -> trim silence -> crop/pad to 4 s -> log-mel (64 × 201) -> per-utterance norm
                                                           \\-> 40 MFCCs -> mean & std (80)
@@ -12,8 +13,6 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from .audio import SAMPLE_RATE, SilentAudioError, TooShortError
 
@@ -134,71 +133,87 @@ def chunk_starts(n_samples: int, length: int = N_SAMPLES, hop: int = N_SAMPLES /
 
 
 @cache
-def mel_filters(device: torch.device | str = "cpu") -> torch.Tensor:
-    """Slaney-style mel filterbank (N_MELS × N_FFT/2+1), loaded once per device.
+def mel_filters() -> np.ndarray:
+    """Slaney-style mel filterbank (N_MELS × N_FFT/2+1), loaded once.
 
     Saved from ``librosa.filters.mel(sr=16000, n_fft=1024, n_mels=64)`` into assets/mel_filters.npz
     (tests/test_features.py checks they still agree): building it at run time imports half of
     librosa, which cost the first prediction of every process about a second.
     """
     with np.load(MEL_FILTERS_PATH) as saved:
-        return torch.from_numpy(saved[f"mel_{N_MELS}"]).to(device)
+        return saved[f"mel_{N_MELS}"].astype(np.float32)
 
 
 @cache
-def _hann_window(device: torch.device) -> torch.Tensor:
-    return torch.hann_window(N_FFT, device=device)
+def hann_window(n_fft: int) -> np.ndarray:
+    """The periodic Hann window, as ``torch.hann_window`` and ``scipy.signal.get_window("hann")`` make it."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+def stft_power(audio: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """|STFT|² of (..., samples) audio: (..., n_fft // 2 + 1, frames), centred frames with reflected edges.
+
+    The framing of ``torch.stft(center=True, pad_mode="reflect")`` and ``librosa.stft``, in numpy, so
+    that serving needs no torch; the models were trained on torch.stft's output and
+    tests/test_features.py checks that the two agree on real recordings.
+    """
+    pad = [(0, 0)] * (audio.ndim - 1) + [(n_fft // 2, n_fft // 2)]
+    padded = np.pad(np.asarray(audio, dtype=np.float32), pad, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[..., ::hop_length, :]
+    spectrum = np.fft.rfft(frames * hann_window(n_fft), axis=-1)
+    power = np.square(spectrum.real) + np.square(spectrum.imag)
+    return np.swapaxes(power, -1, -2)
 
 
 @cache
-def _dct_matrix(device: torch.device) -> torch.Tensor:
+def _dct_matrix() -> np.ndarray:
     # Orthonormal DCT-II, as librosa.feature.mfcc uses.
-    n = torch.arange(N_MELS, dtype=torch.float64)
-    k = torch.arange(N_MFCC, dtype=torch.float64)[:, None]
-    basis = torch.cos(torch.pi / N_MELS * (n + 0.5) * k) * (2.0 / N_MELS) ** 0.5
+    n = np.arange(N_MELS, dtype=np.float64)
+    k = np.arange(N_MFCC, dtype=np.float64)[:, None]
+    basis = np.cos(np.pi / N_MELS * (n + 0.5) * k) * (2.0 / N_MELS) ** 0.5
     basis[0] /= 2**0.5
-    return basis.float().to(device)
+    return basis.astype(np.float32)
 
 
-def valid_frames(lengths: torch.Tensor) -> torch.Tensor:
+def valid_frames(lengths: np.ndarray) -> np.ndarray:
     """Number of spectrogram frames that hold speech rather than padding, per item."""
-    return torch.clamp(lengths // HOP_LENGTH + 1, max=N_FRAMES)
+    return np.minimum(np.asarray(lengths) // HOP_LENGTH + 1, N_FRAMES)
 
 
-def audible_samples(lengths: torch.Tensor) -> int:
+def audible_samples(lengths: np.ndarray) -> int:
     """How many samples of a padded batch reach a spectrogram frame that holds speech.
 
-    Later frames see only zero padding; so do the N_FFT // 2 samples that ``torch.stft``
+    Later frames see only zero padding; so do the N_FFT // 2 samples that the STFT
     mirrors at the end of a batch cropped here, which is why the frames that are
     computed come out the same as on the full 4 s.
     """
-    return min(N_SAMPLES, int(lengths.max()) + N_FFT // 2 + 1)
+    return min(N_SAMPLES, int(np.max(lengths)) + N_FFT // 2 + 1)
 
 
-def log_mel_spectrogram(audio: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+def log_mel_spectrogram(audio: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
     """Log-mel power in dB, floored DB_RANGE below each item's peak: (B, N_SAMPLES) -> (B, N_MELS, N_FRAMES).
 
     Given the speech ``lengths``, the STFT and the mel projection skip the padding
     (about half of a RAVDESS batch) and its frames get the zero power they would have
     had, so the result is the same, bit for bit, as without ``lengths``.
     """
+    audio = np.asarray(audio, dtype=np.float32)
     n_frames = audio.shape[-1] // HOP_LENGTH + 1
     if lengths is not None:
-        audio = audio[:, : audible_samples(lengths)]
-    stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=_hann_window(audio.device), return_complex=True)
-    power = stft.real.square() + stft.imag.square()
-    mel = F.pad(mel_filters(audio.device) @ power, (0, n_frames - stft.shape[-1]))
-    db = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
-    peak = db.amax(dim=(-2, -1), keepdim=True)
-    return torch.maximum(db, peak - DB_RANGE)
+        audio = audio[..., : audible_samples(lengths)]
+    mel = mel_filters() @ stft_power(audio, N_FFT, HOP_LENGTH)
+    mel = np.pad(mel, [(0, 0)] * (mel.ndim - 1) + [(0, n_frames - mel.shape[-1])])
+    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
+    peak = db.max(axis=(-2, -1), keepdims=True)
+    return np.maximum(db, peak - DB_RANGE).astype(np.float32)
 
 
-def _frame_mask(log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    frames = torch.arange(log_mel.shape[-1], device=log_mel.device)
-    return (frames[None, :] < valid_frames(lengths)[:, None]).to(log_mel.dtype)[:, None, :]
+def _frame_mask(log_mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    frames = np.arange(log_mel.shape[-1])
+    return (frames[None, :] < valid_frames(lengths)[:, None]).astype(log_mel.dtype)[:, None, :]
 
 
-def normalized_log_mel(log_mel: torch.Tensor, lengths: torch.Tensor, per_band: bool = False) -> torch.Tensor:
+def normalized_log_mel(log_mel: np.ndarray, lengths: np.ndarray, per_band: bool = False) -> np.ndarray:
     """Mean/variance normalisation over each utterance's speech frames; padding becomes 0.
 
     Statistics over the speech frames alone keep a short clip's normalisation from
@@ -207,28 +222,27 @@ def normalized_log_mel(log_mel: torch.Tensor, lengths: torch.Tensor, per_band: b
     which also removes the microphone's and the speaker's average spectral tilt.
     """
     mask = _frame_mask(log_mel, lengths)
-    dims = (-1,) if per_band else (-2, -1)
-    count = mask.sum(dim=-1, keepdim=True) * (1 if per_band else log_mel.shape[-2])
-    mean = (log_mel * mask).sum(dim=dims, keepdim=True) / count
-    var = (((log_mel - mean) * mask) ** 2).sum(dim=dims, keepdim=True) / count
-    return (log_mel - mean) / torch.sqrt(var + 1e-5) * mask
+    axes = (-1,) if per_band else (-2, -1)
+    count = mask.sum(axis=-1, keepdims=True) * (1 if per_band else log_mel.shape[-2])
+    mean = (log_mel * mask).sum(axis=axes, keepdims=True) / count
+    var = np.square((log_mel - mean) * mask).sum(axis=axes, keepdims=True) / count
+    return ((log_mel - mean) / np.sqrt(var + 1e-5) * mask).astype(np.float32)
 
 
-def mfcc_statistics(log_mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def mfcc_statistics(log_mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Mean and standard deviation of N_MFCC MFCCs over the speech frames: (B, 2 × N_MFCC)."""
-    mfcc = _dct_matrix(log_mel.device) @ log_mel
+    mfcc = _dct_matrix() @ log_mel
     mask = _frame_mask(mfcc, lengths)
-    count = mask.sum(dim=-1)
-    mean = (mfcc * mask).sum(dim=-1) / count
-    std = torch.sqrt((((mfcc - mean[..., None]) * mask) ** 2).sum(dim=-1) / count)
-    return torch.cat([mean, std], dim=-1)
+    count = mask.sum(axis=-1)
+    mean = (mfcc * mask).sum(axis=-1) / count
+    std = np.sqrt(np.square((mfcc - mean[..., None]) * mask).sum(axis=-1) / count)
+    return np.concatenate([mean, std], axis=-1).astype(np.float32)
 
 
-def batch_inputs(segments: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_inputs(segments: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Stack trimmed speech segments into a padded (B, N_SAMPLES) batch and their lengths."""
-    lengths = [min(s.size, N_SAMPLES) for s in segments]
+    lengths = np.array([min(s.size, N_SAMPLES) for s in segments], dtype=np.int64)
     audio = np.zeros((len(segments), N_SAMPLES), dtype=np.float32)  # one copy, not pad then stack
     for row, (segment, length) in enumerate(zip(segments, lengths, strict=True)):
         audio[row, :length] = segment[:length]
-    lengths = torch.tensor(lengths, dtype=torch.long)
-    return torch.from_numpy(audio), lengths
+    return audio, lengths

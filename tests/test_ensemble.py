@@ -7,7 +7,7 @@ import pytest
 from scipy.special import softmax
 
 from ser_models import EmotionRecognizer, ModelLoadError, load_audio
-from ser_models.inference import ENSEMBLE_NAME, EnsembleRecognizer
+from ser_models.scorers import ENSEMBLE_NAME, EnsembleScorer
 from train import ensemble
 
 
@@ -20,10 +20,11 @@ def two_model_ensemble(tmp_path_factory):
 
 def test_served_ensemble_is_the_evaluated_weighted_geometric_mean(two_model_ensemble, sample_clips):
     recognizer = EmotionRecognizer.from_pretrained(two_model_ensemble)
-    assert isinstance(recognizer, EnsembleRecognizer)
-    speech = [recognizer.trim(load_audio(c)) for c in sample_clips]
+    assert isinstance(recognizer.scorer, EnsembleScorer)
+    speech = [recognizer.trim(load_audio(c)) for c in sample_clips]  # RAVDESS takes: one 4 s window each
     # train.ensemble combines the members' logits; at temperature 1 these are their log-probabilities.
-    member_logits = [np.log(recognizer.members[name].speech_probabilities(speech)) for name in ("mel-cnn", "mfcc-mlp")]
+    members = recognizer.scorer.members
+    member_logits = [np.log(members[name].probabilities(speech)) for name in ("mel-cnn", "mfcc-mlp")]
     expected = softmax(ensemble.combine(member_logits, np.array([0.3, 0.7])), axis=-1)
     served = np.array([list(p.values()) for p in recognizer.predict_speech(speech)])
     assert np.abs(served - expected).max() < 1e-9

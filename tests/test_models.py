@@ -4,8 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from ser_models import EmotionRecognizer, MelCNN, MfccMLP, ModelLoadError
-from ser_models.models import CONFIG_NAME, WEIGHTS_NAME, EmotionModel, MelCNNConfig, MelCRNN, reversed_within
+from ser_models import MODELS, EmotionRecognizer, ModelLoadError
+from ser_models.configs import ONNX_NAME
+from ser_models.models import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    EmotionModel,
+    MelCNN,
+    MelCNNConfig,
+    MelCRNN,
+    MfccMLP,
+    reversed_within,
+)
 
 
 @pytest.mark.parametrize("model_class", [MelCNN, MelCRNN, MfccMLP])
@@ -76,35 +86,32 @@ def test_hub_repo_id_loads_through_the_hub_cache(tmp_path, monkeypatch, angry_cl
         calls.append((repo_id, allow_patterns))
         return str(model_dir)
 
-    monkeypatch.setattr("ser_models.models.snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot_download)
     recognizer = EmotionRecognizer.from_pretrained("someone/ser-cnn")
-    assert calls == [("someone/ser-cnn", [CONFIG_NAME, WEIGHTS_NAME, "ensemble.json", "*.md"])]
-    assert recognizer.model.config.hidden == 32
+    assert calls == [("someone/ser-cnn", [CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME, "ensemble.json", "*.md"])]
+    assert recognizer.config.hidden == 32
     assert np.isclose(sum(recognizer.predict_file(angry_clip).values()), 1)
 
 
 def test_hub_ensemble_repo_loads_its_bundled_members(tmp_path, monkeypatch):
     import json
 
-    from ser_models.inference import ENSEMBLE_NAME, EnsembleRecognizer
+    from ser_models.scorers import ENSEMBLE_NAME, EnsembleScorer
 
     (tmp_path / ENSEMBLE_NAME).write_text(json.dumps({"members": {"mel-cnn": 0.5, "mfcc-mlp": 0.5}}))
-    monkeypatch.setattr("ser_models.models.snapshot_download", lambda repo_id, allow_patterns: str(tmp_path))
-    recognizer = EmotionRecognizer.from_pretrained("someone/ser-ensemble")
-    assert isinstance(recognizer, EnsembleRecognizer) and set(recognizer.members) == {"mel-cnn", "mfcc-mlp"}
+    monkeypatch.setattr("huggingface_hub.snapshot_download", lambda repo_id, allow_patterns: str(tmp_path))
+    scorer = EmotionRecognizer.from_pretrained("someone/ser-ensemble").scorer
+    assert isinstance(scorer, EnsembleScorer) and set(scorer.members) == {"mel-cnn", "mfcc-mlp"}
 
 
 def test_no_pickle_in_bundled_weights():
-    from ser_models.inference import ENSEMBLE_NAME, MODEL_DESCRIPTIONS, WEIGHTS_DIR
+    from ser_models.registry import WEIGHTS_DIR
     from ser_models.whisper import ENCODER_ONNX_PATH
 
     folders = sorted(p for p in WEIGHTS_DIR.iterdir() if p.is_dir() and p != ENCODER_ONNX_PATH.parent)
-    assert [f.name for f in folders] == sorted(MODEL_DESCRIPTIONS)
+    assert [f.name for f in folders] == sorted(MODELS)
     assert [p.name for p in ENCODER_ONNX_PATH.parent.iterdir()] == [ENCODER_ONNX_PATH.name]  # protobuf
     for folder in folders:
-        if folder.name == "whisper-cnn":  # an ensemble: JSON naming the other bundled models, no weights
-            assert [p.name for p in folder.iterdir()] == [ENSEMBLE_NAME]
-            continue
         # model.onnx: the onnxruntime export served by default (protobuf, no pickle either).
         assert sorted(p.name for p in folder.iterdir()) == [CONFIG_NAME, "model.onnx", WEIGHTS_NAME]
 
@@ -126,3 +133,15 @@ def test_crnn_speech_states_do_not_depend_on_the_padding_that_follows():
         short, long = model.recurrent_states(frames, valid), model.recurrent_states(padded, valid)
     for b, n in enumerate(valid.tolist()):
         assert torch.allclose(short[b, :n], long[b, :n], atol=1e-6)
+
+
+def test_without_torch_a_folder_without_its_export_is_refused_with_the_fix(tmp_path, monkeypatch):
+    from ser_models import runtime
+
+    MelCNN(MelCNNConfig(hidden=16)).save_pretrained(tmp_path)
+    monkeypatch.setattr(runtime, "torch_available", lambda: False)
+    with pytest.raises(runtime.BackendError, match="has no model.onnx made from its weights.*export-onnx"):
+        EmotionRecognizer.from_pretrained(tmp_path)
+    with pytest.raises(runtime.BackendError, match="the torch backend needs PyTorch"):
+        EmotionRecognizer.from_pretrained("mel-cnn", backend="torch")
+    assert EmotionRecognizer.from_pretrained("mel-cnn").backend == "onnx"  # a bundled model ships its export

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from ser_models import EmotionRecognizer, load_audio
-from ser_models.inference import WEIGHTS_DIR
+from ser_models.models import EmotionModel
+from ser_models.registry import WEIGHTS_DIR
 from train import corrupt, robustness
 
 
@@ -16,7 +17,8 @@ def test_served_default_equals_what_the_benchmark_evaluates(sample_clips, tmp_pa
     ]
     audio = clean + noisy
     windows = robustness.window_features(lambda: audio, tmp_path / "windows.npz", "test")
-    evaluated = robustness.clip_probabilities(recognizer.model, windows, len(audio), recognizer.temperature)
+    head = EmotionModel.from_pretrained(WEIGHTS_DIR / "whisper-layers")
+    evaluated = robustness.clip_probabilities(head, windows, len(audio), recognizer.temperature)
     served = np.array([list(recognizer.predict(clip, 16000).values()) for clip in audio])
     assert np.abs(evaluated - served).max() < 1e-5
     cached = robustness.window_features(lambda: pytest.fail("the cache was not used"), tmp_path / "windows.npz", "")

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from ser_models import EmotionRecognizer, SilentAudioError, load_audio, speech
 from ser_models.audio import SAMPLE_RATE
@@ -82,3 +83,33 @@ def test_a_short_single_word_is_analysed_with_a_warning(clip):
     assert any("less reliable" in w for w in analysis.warnings)
     with pytest.warns(ShortSpeechWarning):
         EmotionRecognizer.from_pretrained("mel-cnn").predict(word, SAMPLE_RATE)
+
+
+def test_bundled_silero_port_gives_silero_vads_own_probabilities_and_regions(sample_clips):
+    """speech.py runs Silero's ONNX file without the silero-vad package (which needs torch); where that
+    package is installed (requirements-dev.txt), both halves are checked against it."""
+    silero = pytest.importorskip("silero_vad")
+    from silero_vad.utils_vad import get_speech_timestamps_from_probs
+
+    pause = np.zeros(16000, dtype=np.float32)
+    audio = np.concatenate([pause, *[np.concatenate([load_audio(c), pause]) for c in sample_clips[:4]]])
+    ours = speech.frame_probabilities(audio)
+    model = silero.load_silero_vad(onnx=True)
+    theirs = np.array([model(torch.from_numpy(chunk), 16000).item() for chunk in frames_of(audio)])
+    assert ours.shape == theirs.shape and np.abs(ours - theirs).max() < 1e-4
+    for threshold, silence, pad in [(0.5, 0.1, 0.03), (0.35, 0.6, 0.15)]:
+        expected = get_speech_timestamps_from_probs(
+            list(theirs),
+            threshold=threshold,
+            min_silence_duration_ms=int(silence * 1000),
+            speech_pad_ms=int(pad * 1000),
+            audio_length_samples=audio.size,
+        )
+        found = speech.speech_timestamps(ours, audio.size, threshold, min_silence_seconds=silence, pad_seconds=pad)
+        assert found == [(r["start"], r["end"]) for r in expected]
+        assert len(found) >= 4
+
+
+def frames_of(audio: np.ndarray) -> list[np.ndarray]:
+    padded = np.pad(audio, (0, -audio.size % speech.FRAME))
+    return list(padded.reshape(-1, speech.FRAME))

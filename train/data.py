@@ -142,7 +142,7 @@ def decode(audio: dict) -> np.ndarray:
 def _log_mel_batch(batch: dict, top_db: float) -> dict:
     speech = [features.trim_silence(decode(audio), top_db=top_db).audio for audio in batch["audio"]]
     audio, lengths = features.batch_inputs(speech)
-    return {"log_mel": features.log_mel_spectrogram(audio).numpy(), "length": lengths.numpy()}
+    return {"log_mel": features.log_mel_spectrogram(audio), "length": lengths}
 
 
 def with_log_mel(dataset: Dataset, top_db: float = features.TOP_DB) -> Dataset:

@@ -20,8 +20,8 @@ import evaluate
 import numpy as np
 from scipy.special import log_softmax
 
-from ser_models.inference import ENSEMBLE_NAME
 from ser_models.labels import EMOTIONS
+from ser_models.scorers import ENSEMBLE_NAME
 from train.crossval import METRICS_MODULE, fold_scores, plot_confusion, summarize
 from train.reports import REPORTS_DIR, command_line, write_report
 

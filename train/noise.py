@@ -24,7 +24,6 @@ from ser_models.audio import AudioError
 from ser_models.denoise import reduce_noise
 from ser_models.inference import EmotionRecognizer
 from ser_models.labels import EMOTIONS
-from ser_models.models import EmotionModel
 from train import corrupt, data
 from train.calibration import fold_actors, fold_model_type
 from train.reports import REPORTS_DIR, command_line, write_report
@@ -58,7 +57,7 @@ def evaluate_folds(folds_dir: Path, audio: list[np.ndarray], labels: np.ndarray)
     folds = {}
     for fold_dir in sorted(folds_dir.glob("fold*")):
         saved = np.load(fold_dir / "predictions.npz")
-        recognizer = EmotionRecognizer(EmotionModel.from_pretrained(fold_dir), backend="torch")
+        recognizer = EmotionRecognizer.from_pretrained(fold_dir, backend="torch")
         train_speech = [features.trim_silence(audio[i]).audio for i in saved["train_rows"]]
         test = [audio[i] for i in saved["test_rows"]]
         truth = labels[saved["test_rows"]]

@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ser_models import features, runtime, speech
+from ser_models import features, speech
 from ser_models.audio import AudioError
+from ser_models.export import save_onnx
 from ser_models.inference import EmotionRecognizer, find_speech
 from ser_models.labels import EMOTIONS
 from ser_models.models import WhisperHead, WhisperHeadConfig
@@ -530,7 +531,7 @@ def ship(store, copies, clean, extra_sets, report: dict, args) -> dict:
         model.config, temperature=report["temperature"], confidence_threshold=report["confidence_threshold"]
     )
     model.save_pretrained(args.train_output)
-    runtime.save_onnx(args.train_output)
+    save_onnx(args.train_output)
     print(f"wrote {args.train_output}")
     return {
         "output": str(args.train_output),

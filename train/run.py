@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ser_models.inference import WEIGHTS_DIR
+from ser_models.registry import WEIGHTS_DIR
 from train import data, splits
 from train.crossval import device_name, load_features
 from train.reports import REPORTS_DIR, command_line, write_report

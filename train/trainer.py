@@ -68,7 +68,7 @@ def spec_augment(
     set to that clip's mean level so the mask carries no loudness cue."""
     n, n_mels, n_frames = log_mel.shape
     device = log_mel.device
-    speech_frames = features.valid_frames(lengths).to(device)[:, None]
+    speech_frames = torch.as_tensor(features.valid_frames(lengths.cpu().numpy()), device=device)[:, None]
 
     def band(size: int | torch.Tensor, max_width: int) -> tuple[torch.Tensor, torch.Tensor]:
         width = torch.randint(0, max_width + 1, (n, 1), generator=generator).to(device)
@@ -100,7 +100,8 @@ def add_mel_noise(
     """
     n, n_mels, n_frames = log_mel.shape
     device = log_mel.device
-    speech = torch.arange(n_frames, device=device)[None, :] < features.valid_frames(lengths).to(device)[:, None]
+    valid = torch.as_tensor(features.valid_frames(lengths.cpu().numpy()), device=device)
+    speech = torch.arange(n_frames, device=device)[None, :] < valid[:, None]
     speech = speech[:, None, :].float()
     power = 10.0 ** (log_mel / 10.0)
 
@@ -109,7 +110,7 @@ def add_mel_noise(
 
     talkers = unit(power)
     babble = sum(talkers.roll(shift, dims=0) for shift in (1, 2, 3))
-    white = features.mel_filters(device).sum(dim=1)[None, :, None].expand(n, n_mels, n_frames)
+    white = torch.from_numpy(features.mel_filters()).to(device).sum(dim=1)[None, :, None].expand(n, n_mels, n_frames)
     use_white = (torch.rand(n, generator=generator) < 0.5).to(device)[:, None, None]
     noise = unit(torch.where(use_white, white, babble))
     low, high = MEL_NOISE_SNR_DB

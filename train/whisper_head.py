@@ -3,7 +3,7 @@
     python -m train.whisper_head features --pad 0 8 15 30  # encoder features of every clip, cached in runs/whisper/
     python -m train.whisper_head padding --pad 0 8 15 30   # accuracy and encoder latency per padding -> reports/
     python -m train.whisper_head crossval                  # 5-fold CV -> reports/cv_whisper-head.json
-    python -m train.whisper_head train                     # the bundled model -> ser_models/weights/whisper-base
+    python -m train.whisper_head train                     # one head on all actors -> runs/whisper/head
     python -m train.whisper_head finetune --encoder openai/whisper-base --output DIR  # where the Hub and a GPU are
 
 The encoder is never trained, so its features are computed once per clip and padding length
@@ -27,8 +27,8 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ser_models import features, runtime
-from ser_models.inference import WEIGHTS_DIR
+from ser_models import features
+from ser_models.export import save_onnx
 from ser_models.models import WhisperHead, WhisperHeadConfig
 from ser_models.whisper import BUNDLED_ENCODER, TransformersWhisperEncoder, encoder_for
 from train import augment, data, splits
@@ -317,7 +317,7 @@ def save_finetuned(whisper, head: WhisperHead, output: Path) -> Path:
     """The head with its fine-tuned encoder in ``output/encoder`` (the config names it relatively)."""
     head.save_pretrained(output)
     whisper.save_pretrained(output / "encoder")
-    runtime.save_onnx(output)
+    save_onnx(output)
     return output
 
 
@@ -477,7 +477,7 @@ def train_command(run: Run) -> dict:
     l2, validation_accuracy = select_l2(pooled, run.labels, run.fold_splits, run.config, model_config)
     model = fit_head((pooled, run.labels), dataclasses.replace(run.config, l2=l2), model_config)
     model.save_pretrained(args.output)
-    runtime.save_onnx(args.output)
+    save_onnx(args.output)
     report = {
         **run.common,
         "pad_seconds": pad,
@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> dict:
     options.add_argument("--cache", type=Path, default=CACHE_DIR)
     options.add_argument("--reports", type=Path, default=REPORTS_DIR)
     options.add_argument("--save-models", type=Path, default=None, help="keep every fold's head and logits under DIR")
-    options.add_argument("--output", type=Path, default=WEIGHTS_DIR / "whisper-base")
+    options.add_argument("--output", type=Path, default=CACHE_DIR / "head")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, (_, description) in COMMANDS.items():
