@@ -2,6 +2,7 @@
 
 import json
 
+from ser_models.registry import MODELS
 from train import cards
 
 STAT = {"mean": 0.5, "std": 0.05}
@@ -67,3 +68,129 @@ def test_calibration_session_and_noise_sections_show_the_measured_figures(tmp_pa
     )
     noise = cards.noise_section(tmp_path)
     assert "| white 5 dB |" in noise and "noise-augmented training, noise reduction" in noise
+
+
+def eval_files(folder):
+    """{model: {task_id: EvalResultEntry}} of every `<folder>/<model>/ravdess.yaml`, parsed as the Hub does."""
+    import yaml
+    from huggingface_hub import parse_eval_result_entries
+
+    parsed = {}
+    for path in sorted(folder.glob(f"*/{cards.EVAL_RESULTS_FILE}")):
+        data = yaml.safe_load(path.read_text())
+        assert isinstance(data, list) and all({"dataset", "value"} <= set(item) for item in data)
+        entries = parse_eval_result_entries(data)
+        tasks = [e.task_id for e in entries]
+        assert len(tasks) == len(set(tasks)), f"{path}: a task twice"
+        parsed[path.parent.name] = {e.task_id: e for e in entries}
+    return parsed
+
+
+def test_eval_results_are_the_hub_format_and_the_reports_figures(tmp_path):
+    import yaml
+    from huggingface_hub import eval_result_entries_to_yaml
+    from huggingface_hub.constants import EVAL_RESULTS_FOLDER
+
+    from train import push
+
+    assert cards.EVAL_RESULTS_DIR.name == push.HUB_EVAL_RESULTS == EVAL_RESULTS_FOLDER
+    assert push.EVAL_RESULTS_DIR == cards.EVAL_RESULTS_DIR
+    cv, _ = cards.load_reports()
+    written = cards.write_eval_results(cv, tmp_path)
+    results = eval_files(tmp_path)
+    assert {p.parent.name for p in written} == set(results) == set(MODELS)  # the bundled models, which are pushed
+    for path in written:  # what huggingface_hub itself would write for these entries
+        entries = list(results[path.parent.name].values())
+        assert yaml.safe_load(path.read_text()) == eval_result_entries_to_yaml(entries)
+
+    def report(name):
+        return json.loads((cards.REPORTS_DIR / name).read_text())
+
+    expected = {}  # model -> {task: (value, report command)}, read here straight from reports/
+    for name, model in (("robustness_whisper-layers.json", "whisper-layers"),):
+        r = report(name)
+        result = r["clean"]
+        for key in ("accuracy", "macro_f1", "uar"):
+            expected.setdefault(model, {})[f"speaker_independent_{key}"] = (result[key]["mean"], r["command"])
+    for path in sorted(cards.REPORTS_DIR.glob("cv_*.json")):
+        r = report(path.name)
+        model = {"whisper-head": "whisper-base"}.get(r["model"], r["model"])
+        for protocol, result in r["protocols"].items():
+            for key in ("accuracy", "macro_f1", "uar"):
+                if key in result:
+                    task = f"{protocol.replace('-', '_')}_{key}"
+                    expected.setdefault(model, {})[task] = (result[key]["mean"], r["command"])
+    for path in sorted(cards.REPORTS_DIR.glob("robustness_*.json")):
+        r = report(path.name)
+        assert r["protocol"] == "speaker-independent"
+        for condition, cell in r["grid"].items():
+            task = "speaker_independent_accuracy_" + cards._condition_task(condition)
+            expected.setdefault(r["model"], {})[task] = (cell["mean"], r["command"])
+        expected[r["model"]]["speaker_independent_accuracy_grid_mean"] = (r["grid_mean"], r["command"])
+
+    expected = {model: tasks for model, tasks in expected.items() if model in MODELS}
+    assert set(results) == set(expected)
+    for model, tasks in expected.items():
+        assert set(results[model]) == set(tasks), model
+        for task, (value, command) in tasks.items():
+            entry = results[model][task]
+            assert entry.value == value and entry.dataset_id == cards.RAVDESS_DATASET_ID, (model, task)
+            assert f"`{command.strip()}`" in entry.notes, (model, task)
+            # the split is in the task id and said in the notes; speaker-dependent is never unlabelled
+            dependent = task.startswith("speaker_dependent_")
+            assert dependent or task.startswith("speaker_independent_")
+            assert ("SPEAKER-DEPENDENT" in entry.notes) == dependent
+            assert ("speaker-independent" in entry.notes) != dependent
+    assert "speaker_independent_accuracy_mp3_32_kbit_s" in results["whisper-layers"]
+    assert "speaker_independent_accuracy_quiet_-30_db" in results["whisper-layers"]
+
+
+def model_index_metrics(text):
+    """{served model: {task id: value}} of a model-index, in the eval results' task ids."""
+    import yaml
+
+    tasks = {"accuracy": "accuracy", "f1": "macro_f1", "recall": "uar"}
+    metrics = {}
+    for model in yaml.safe_load(text)["model-index"]:
+        name = model["name"].removeprefix("ser-")
+        for result in model["results"]:
+            for metric in result["metrics"]:
+                assert "(speaker-independent)" in metric["name"]
+                served = cards.SERVED_AS.get(name, name)
+                metrics.setdefault(served, {})[f"speaker_independent_{tasks[metric['type']]}"] = metric["value"]
+    return metrics
+
+
+def test_model_index_and_eval_results_agree(tmp_path):
+    cv, _ = cards.load_reports()
+    cards.write_eval_results(cv, tmp_path)
+    fresh = eval_files(tmp_path)
+    headline = {"speaker_independent_accuracy", "speaker_independent_macro_f1", "speaker_independent_uar"}
+    # every model-index figure is an eval result (to its 4 decimals), and every headline eval result is in it
+    indexed = {m: metrics for m, metrics in model_index_metrics(cards.model_index(cv)).items() if m in MODELS}
+    assert indexed == {
+        model: {task: round(entry.value, 4) for task, entry in entries.items() if task in headline}
+        for model, entries in fresh.items()
+        if headline & set(entries)
+    }
+
+    # and the committed files, written together with the model card's model-index: as train.cards writes them now
+    committed = eval_files(cards.EVAL_RESULTS_DIR)
+    assert set(committed) == set(fresh)
+    for model in fresh:
+        name = f"{model}/{cards.EVAL_RESULTS_FILE}"
+        assert (cards.EVAL_RESULTS_DIR / name).read_text() == (tmp_path / name).read_text(), name
+    card = (cards.ROOT / "model_card.md").read_text().split("---\n")[1]
+    for model, metrics in model_index_metrics(card).items():
+        for task, value in metrics.items() if model in MODELS else ():
+            assert round(committed[model][task].value, 4) == value, (model, task)
+
+
+def test_eval_results_of_models_without_reports_are_removed(tmp_path):
+    stale = tmp_path / "gone" / cards.EVAL_RESULTS_FILE
+    stale.parent.mkdir()
+    stale.write_text("- {dataset: {id: ravdess, task_id: x}, value: 1}\n")
+    write(tmp_path, "robustness_mfcc-mlp.json", {"model": "mfcc-mlp", "command": "c", "grid": {"clean": {}}})
+    assert cards.write_eval_results({}, tmp_path / "out", reports=tmp_path) == []  # a grid without its split: none
+    cards.write_eval_results({}, tmp_path, reports=tmp_path)
+    assert not stale.exists()

@@ -1,4 +1,5 @@
-"""Write model_card.md and data_card.md (and the data card's plots) from the reports/ of real runs.
+"""Write model_card.md, the Hub's .eval_results/ files and data_card.md (and the data card's plots) from the
+reports/ of real runs.
 
     python -m train.cards
 
@@ -13,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ser_models import registry
 from ser_models.labels import EMOTIONS
 from train import data
 from train.ensemble import calm_neutral
 from train.reports import REPORTS_DIR, ROOT
 
-SHIPPED_ENSEMBLE = "whisper-cnn"  # reports/ensemble_whisper-cnn.json, ser_models/weights/whisper-cnn
-DEFAULT = "whisper-layers"  # reports/robustness_whisper-layers.json, ser_models/weights/whisper-layers
+DEFAULT = registry.DEFAULT_MODEL  # reports/robustness_whisper-layers.json, ser_models/weights/whisper-layers
 MODELS = {
     "mel-cnn": "Log-mel CNN",
     "mfcc-mlp": "MFCC-statistics MLP",
@@ -79,6 +80,139 @@ def model_index(cv: dict, reports: Path = REPORTS_DIR) -> str:
     return "\n".join(lines)
 
 
+# Evaluation results in the Hub's `.eval_results/` format, as huggingface_hub 2.4.0 defines it
+# (huggingface_hub/_eval_results.py: `EvalResultEntry`, `eval_result_entries_to_yaml`; the folder name is
+# `constants.EVAL_RESULTS_FOLDER`): a model repo holds `.eval_results/*.yaml`, each file a YAML list of
+#     {dataset: {id, task_id[, revision]}, value[, verifyToken][, date][, source: {url[, name, user, org]}][, notes]}
+# An entry names no metric: a result is (benchmark dataset, task) -> value. So the metric and the protocol are
+# in the task id (`speaker_independent_accuracy`, `speaker_dependent_macro_f1`, ...) and the notes say what was
+# measured, from which report and by which command. Left out on purpose: `verifyToken` (nothing here is
+# verified), `date` (no report records when it ran; the Hub then uses the commit's time), `source` (it needs a
+# URL, and the reports have none), `dataset.revision` (no Hub copy of RAVDESS was used).
+#
+# The Hub credits every entry of a repo's `.eval_results/` to that repo's one model, while this project's card
+# covers several. So train.cards writes one folder per served model, `.eval_results/<model>/ravdess.yaml`,
+# and train.push uploads only the pushed model's folder, as `.eval_results/ravdess.yaml`.
+EVAL_RESULTS_DIR = ROOT / ".eval_results"
+EVAL_RESULTS_FILE = "ravdess.yaml"
+# The benchmark dataset's Hub id. This project reads a local RAVDESS copy and knows no Hub dataset that is a
+# registered RAVDESS benchmark; "ravdess" is the model-index's `dataset.type`, so the two formats agree. Set the
+# Hub id here if one is adopted: the Hub only lists a result on a benchmark's leaderboard when `dataset.id` is it.
+RAVDESS_DATASET_ID = "ravdess"
+SERVED_AS = {"whisper-head": "whisper-base"}  # cross-validation name -> the name the model is served (and pushed) as
+EVAL_METRICS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "uar": "Unweighted average recall"}
+EVAL_PROTOCOLS = {  # protocol -> (how the notes describe it, what its `folds` are)
+    "speaker-independent": (
+        "speaker-independent (actor-grouped 5-fold CV: every fold tests on actors never heard in training)",
+        "folds",
+    ),
+    "speaker-dependent": (
+        "SPEAKER-DEPENDENT (random stratified 70/15/15 splits, 5 seeds: every test speaker is also in training, "
+        "which flatters the model; for comparison only, not a headline figure)",
+        "random splits",
+    ),
+}
+
+
+def _protocol_task(protocol: str) -> str:
+    return protocol.replace("-", "_")  # speaker-independent -> speaker_independent
+
+
+def _condition_task(condition: str) -> str:
+    """A grid condition as part of a task id: 'mp3 32 kbit/s' -> 'mp3_32_kbit_s', 'quiet -30 dB' -> 'quiet_-30_db'."""
+    return "_".join(filter(None, "".join(c if c.isalnum() or c == "-" else " " for c in condition.lower()).split()))
+
+
+def _headline_source(model: str, cv: dict, reports: Path) -> tuple[str, str]:
+    """(report file, command) behind a model's row of `shipped_models`."""
+    if model in cv:
+        return f"cv_{model}.json", cv[model]["command"].strip()
+    if model != DEFAULT:
+        raise KeyError(model)
+    name = f"robustness_{DEFAULT}.json"
+    return name, _report(name, reports)["command"].strip()
+
+
+def eval_results(cv: dict, reports: Path = REPORTS_DIR) -> dict:
+    """`EvalResultEntry` lists by served model name, every value as it stands in reports/*.json.
+
+    The headline results are those of the model-index (the same `shipped_models` rows); a cross-validation
+    report's speaker-dependent results are added, their task ids and notes saying so; and each
+    `robustness_<model>.json`'s grid (accuracy under each condition, and the report's `grid_mean`).
+    """
+    from huggingface_hub import EvalResultEntry
+
+    results: dict[str, list] = {}
+
+    def add(model: str, task: str, value: float, notes: str) -> None:
+        results.setdefault(model, []).append(
+            EvalResultEntry(dataset_id=RAVDESS_DATASET_ID, task_id=task, value=value, notes=notes)
+        )
+
+    for model, report in shipped_models(cv, reports).items():
+        name, command = _headline_source(model, cv, reports)
+        for protocol, result in report["protocols"].items():
+            setup, unit = EVAL_PROTOCOLS.get(protocol, (protocol, "runs"))
+            folds = f"mean over {len(result['folds'])} {unit}" if "folds" in result else "mean"
+            for key, label in EVAL_METRICS.items():
+                if key in result:
+                    add(
+                        SERVED_AS.get(model, model),
+                        f"{_protocol_task(protocol)}_{key}",
+                        result[key]["mean"],
+                        f"{label}, {setup}, RAVDESS speech, actors 01-20: {folds} (std {result[key]['std']:.4f}). "
+                        f"reports/{name}, from `{command}`.",
+                    )
+    for model, report in robustness_reports(reports).items():
+        protocol = report.get("protocol")
+        if not protocol:  # a grid whose split is not recorded is not published
+            continue
+        (setup, unit), name = EVAL_PROTOCOLS.get(protocol, (protocol, "runs")), f"robustness_{model}.json"
+        command = report["command"].strip()
+        for condition, cell in report["grid"].items():
+            refused = f", {cell['refused']} clips refused" if cell.get("refused") else ""
+            add(
+                model,
+                f"{_protocol_task(protocol)}_accuracy_{_condition_task(condition)}",
+                cell["mean"],
+                f"Accuracy under '{condition}' (robustness grid, train/corrupt.py EVALUATION_GRID), {setup}, "
+                f"RAVDESS speech, actors 01-20, through the served path, a refused clip counting as wrong{refused}: "
+                f"mean over {len(cell['folds'])} {unit} (std {cell['std']:.4f}). reports/{name}, from `{command}`.",
+            )
+        if "grid_mean" in report:
+            add(
+                model,
+                f"{_protocol_task(protocol)}_accuracy_grid_mean",
+                report["grid_mean"],
+                f"Accuracy, mean over the robustness grid's {len(report['grid'])} conditions (clean included), "
+                f"{setup}, RAVDESS speech, actors 01-20. reports/{name}, from `{command}`.",
+            )
+    return results
+
+
+def write_eval_results(cv: dict, folder: Path = EVAL_RESULTS_DIR, reports: Path = REPORTS_DIR) -> list[Path]:
+    """Write `<folder>/<model>/ravdess.yaml` for every model with results; drop those of models that have none."""
+    import yaml
+    from huggingface_hub import eval_result_entries_to_yaml
+
+    written = []
+    for model, entries in eval_results(cv, reports).items():
+        if model not in registry.MODELS:  # only bundled models are pushed (train.push) with their results
+            continue
+        path = folder / model / EVAL_RESULTS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False, allow_unicode=True, width=120)
+        path.write_text(
+            f"# {model}: evaluation results for the Hub's .eval_results/ (python -m train.push uploads this file as\n"
+            f"# .eval_results/{EVAL_RESULTS_FILE}). Written by `python -m train.cards` from reports/; do not edit.\n"
+            + body
+        )
+        written.append(path)
+    for stale in set(folder.glob(f"*/{EVAL_RESULTS_FILE}")) - set(written):
+        stale.unlink()
+    return sorted(written)
+
+
 def results_table(cv: dict) -> str:
     rows = [
         "| model | protocol | accuracy | macro-F1 | UAR | chance (uniform / proportional) |",
@@ -135,14 +269,11 @@ def commands(cv: dict, trained: dict) -> str:
 
 
 def shipped_models(cv: dict, reports: Path = REPORTS_DIR) -> dict:
-    """The cross-validation reports with the default and the shipped ensemble first, scored on the same folds."""
+    """The cross-validation reports with the default first, all scored on the same folds."""
     first = {}
     default = _report(f"robustness_{DEFAULT}.json", reports)
     if default and "clean" in default:
         first[DEFAULT] = {"protocols": {"speaker-independent": default["clean"]}}
-    shipped = _ensembles(reports).get(SHIPPED_ENSEMBLE)
-    if shipped:
-        first[SHIPPED_ENSEMBLE] = {"protocols": {"speaker-independent": shipped["ensemble"]}}
     return {**first, **cv}
 
 
@@ -177,16 +308,20 @@ Models that give a probability for each of the eight RAVDESS emotions
 | model | what it is | trained parameters |
 |---|---|---|
 | `whisper-layers` (default) | multinomial logistic regression on the mean and standard deviation of **every** Whisper-base encoder layer's states over the speech (7 × 1,024), the encoder run as int8 ONNX, each 4 s window brought to a common level; trained on clean clips and corrupted copies of them (noise, babble, rooms, phone lines, codecs, gain, microphone colouration); see "Real voices" | {_parameters("whisper-layers")} (+ the frozen encoder) |
-| `whisper-cnn` | the weighted geometric mean of `mel-cnn` (weight {_ensemble_weight("mel-cnn")}) and `whisper-base` (weight {_ensemble_weight("whisper-base")}) probabilities; weights chosen on validation actors (`ser_models/weights/whisper-cnn/ensemble.json`) | the two below |
-| `whisper-base` (model type `whisper-head` in the tables below) | multinomial logistic regression on frozen Whisper-base encoder features: mean and standard deviation of the last layer's states over the speech (1,024), the speech padded with silence to 4 s, CTranslate2 with int8 weights; the scaler is stored in the model | {_parameters("whisper-base")} (+ the frozen encoder) |
 | `mel-cnn` | four Conv-BN-ReLU-MaxPool-Dropout blocks (32→64→128→256 channels) over a 64-band log-mel spectrogram (per-band mean/variance normalised), mean over the speech frames, dropout MLP head | {_parameters("mel-cnn")} |
 | `mfcc-mlp` | an ensemble of 5 MLPs (256→128, BatchNorm, dropout; Gaussian noise on the inputs while training), each trained with its own seed, probabilities averaged; input: the mean and standard deviation of 40 MFCCs, standardised with training-set statistics stored in the model | {_parameters("mfcc-mlp")} |
 
 Input pipeline (shared by training and inference, `ser_models/features.py`): decode with soundfile, mix to
 mono, resample to 16 kHz (soxr), trim leading and trailing silence (25 dB below the loudest frame), pad or
 crop to 4 s, log-mel with a 1024-point STFT and a 20 ms hop (64 × 201). Speech longer than 4 s is scored in
-half-overlapping 4 s windows whose probabilities are averaged. `whisper-base` takes the same trimmed 4 s
-windows and computes Whisper's own 80-band log-mel from them (`ser_models/whisper.py`).
+half-overlapping 4 s windows whose probabilities are averaged. `whisper-layers` takes the same trimmed 4 s
+windows and computes Whisper's own 80-band log-mel from them (`ser_models/whisper.py`). Serving computes
+all of it in numpy and runs every network on onnxruntime: no PyTorch.
+
+Compared below but no longer shipped: `whisper-base` (model type `whisper-head`: a linear head on the last
+Whisper-base layer, run on CTranslate2) and `whisper-cnn` (its ensemble with `mel-cnn`). `whisper-layers`
+is ahead of both on clean speech and on every degraded condition, and dropping them takes CTranslate2 and
+the two 145 MB Whisper-base weight packages out of serving.
 
 ## Results
 
@@ -558,11 +693,11 @@ scored once on the test actors; each member's rows are its own scores on the sam
 |---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-The shipped `{SHIPPED_ENSEMBLE}` pairs the CNN with Whisper features padded to 4 s (int8 weights): on the
+`whisper-cnn` (shipped until `whisper-layers` replaced it) pairs the CNN with Whisper features padded to 4 s (int8 weights): on the
 validation actors it ties with the 30 s float32 variant and is about 20 times faster; the speech-only
 variant is faster still but lower on validation. The three-model ensemble with the CRNN is higher on
 validation but needs a third network, and is lower on test. These choices were made with the test figures in
-view, so the shipped model's figure carries a small selection bias; the candidates differ by less than the
+view, so its figure carries a small selection bias; the candidates differ by less than the
 fold-to-fold spread. Compared with `mel-cnn` alone, the ensemble halves the share of neutral clips heard as
 calm.
 
@@ -619,11 +754,6 @@ both protocols (the same folds as above; `train/baselines.py` documents each pip
 `{report["command"]}`
 
 """
-
-
-def _ensemble_weight(member: str, reports: Path = REPORTS_DIR) -> str:
-    shipped = _ensembles(reports).get(SHIPPED_ENSEMBLE)
-    return f"{shipped['weights'][member]:g}" if shipped and member in shipped["weights"] else "n/a"
 
 
 def _parameters(model: str) -> str:
@@ -758,7 +888,7 @@ def update_readme(cv: dict, path: Path = ROOT / "README.md", reports: Path = REP
         independent, dependent = protocols.get("speaker-independent"), protocols.get("speaker-dependent")
         served = served_as.get(model, model)
         name = f"`{served}`" + (" (default)" if model == DEFAULT else "")
-        name += " (compared, not shipped)" if model == "mel-crnn" else ""
+        name += "" if served in registry.MODELS else " (compared, not shipped)"
         degraded = robust.get(served)
         grid = (
             f"{np.mean([v['mean'] for k, v in degraded['grid'].items() if k != 'clean']):.1%}"
@@ -778,9 +908,13 @@ def update_readme(cv: dict, path: Path = ROOT / "README.md", reports: Path = REP
 def main() -> None:
     cv, trained = load_reports()
     write_model_card(cv, trained)
+    write_eval_results(cv)
     write_data_card()
     update_readme(cv)
-    print("wrote model_card.md, data_card.md and the README's results table")
+    print(
+        f"wrote model_card.md, {EVAL_RESULTS_DIR.name}/<model>/{EVAL_RESULTS_FILE}, data_card.md and the README's "
+        "results table"
+    )
 
 
 ROBUST_MODELS = ("whisper-layers", "whisper-layers-extra", "whisper-cnn", "whisper-base", "mel-cnn", "mfcc-mlp")
@@ -851,14 +985,14 @@ as wrong. Mean ± std over the 5 folds:""",
     commands = "\n".join(f"- `{r['command']}`" for r in scored.values())
     folds = "\n".join(f"- `{FOLD_MODELS[m]}`" for m in scored if m in FOLD_MODELS)
     parts.append(f"Commands:\n\n{commands}\n\nThe saved fold models scored by `folds` came from:\n\n{folds}\n")
-    missing = [m for m in ("mel-cnn", "whisper-cnn") if m not in scored]
+    missing = [m for m in ("mel-cnn",) if m not in scored]
     if missing:
         parts.append(
-            f"Not measured in this grid yet: {', '.join(f'`{m}`' for m in missing)}. Their fold models take about "
+            f"Not measured in this grid yet: {', '.join(f'`{m}`' for m in missing)}. Its fold models take about "
             "50 minutes of this CPU to train (`python -m train.crossval --model mel-cnn --protocol "
             "speaker-independent --reports runs/cv_saved --save-models runs/cv_saved/models`); then "
             "`python -m train.robustness folds --folds runs/cv_saved/models/speaker-independent --name mel-cnn`. "
-            "They were trained on clean speech only, like `whisper-base`, whose grid shows what that costs."
+            "It was trained on clean speech only, like `whisper-base`, whose grid shows what that costs."
         )
     return "\n\n".join(parts) + "\n"
 
