@@ -42,8 +42,10 @@ def four_second_clip(folder: Path) -> Path:
     return path
 
 
-def start_app(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, float]:
-    """``python app.py`` on a free loopback port; returns the process, its URL and the cold-start time."""
+def start_app(
+    extra_env: dict[str, str] | None = None, python: str = sys.executable, repo: Path = ROOT
+) -> tuple[subprocess.Popen, str, float]:
+    """``python app.py`` of ``repo`` on a free loopback port; returns the process, its URL and the cold-start time."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -58,7 +60,7 @@ def start_app(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen
     }
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [python, "app.py"], cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{port}/"
     while time.perf_counter() - started < 120:
