@@ -1,70 +1,126 @@
 """Speech emotion recognition demo: read a RAVDESS sentence in an emotion, see what the model hears.
 
-Run with ``python app.py`` or ``gradio app.py`` (reload mode); on a Hugging Face Space it is the app file.
-Set SER_CNN_MODEL, SER_MLP_MODEL, SER_WHISPER_MODEL or SER_ENSEMBLE_MODEL to a Hub repo id or a folder
-to serve other weights.
+Run with ``python app.py``; on a Hugging Face Space it is the app file. It is also an MCP server
+(``/gradio_api/mcp/``): agents can call the emotion prediction and the timeline as tools. Set
+SER_WHISPER_LAYERS_MODEL, SER_CNN_MODEL or SER_MLP_MODEL to a Hub repo id or a folder to serve other weights.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
+from dataclasses import replace
+from typing import NoReturn
 
-import gradio as gr
+from ser_models.demo import private_temp_dir
 
-from ser_models import EMOTIONS, MODEL_DESCRIPTIONS, STATEMENTS, AudioError
-from ser_models.demo import (
+# Everything Gradio writes for this process (uploads, streamed microphone chunks) goes to a folder of its
+# own, swept while the app runs and deleted at exit. Gradio's modules read the variable when imported.
+TEMP_DIR = private_temp_dir()
+os.environ["GRADIO_TEMP_DIR"] = str(TEMP_DIR)
+
+import gradio as gr  # noqa: E402
+import pandas as pd  # noqa: E402  (installed with Gradio: gr.LinePlot draws a DataFrame)
+from starlette.middleware import Middleware  # noqa: E402
+
+from ser_models import EMOTIONS, STATEMENTS, AudioError  # noqa: E402
+from ser_models.demo import (  # noqa: E402
+    CARDS,
+    EXAMPLES_ATTRIBUTION,
+    LIVE_MAX_IDLE,
     LIVE_UPDATE_SECONDS,
+    PRIVACY,
+    ROOT,
+    TAKE_MAX_AGE,
     TIPS,
-    ImageFolder,
-    LiveState,
+    VOICES_MAX_AGE,
+    SessionMemory,
+    StreamChunkMiddleware,
+    StreamedChunks,
+    UploadFolder,
     analyze,
     analyze_long,
+    card_url,
     default_model,
     describe_timeline,
+    examples,
+    examples_cache_folder,
     last_reading,
     live_step,
     load_recognizers,
+    models_markdown,
     open_feedback_store,
-    spectrogram_image,
+    read_chunk,
+    start_janitor,
     submit_feedback,
-    timeline_figure,
+    take_recording,
     timeline_table,
 )
-from ser_models.session import SpeakerSession
+from ser_models.plots import timeline_points  # noqa: E402
+from ser_models.segments import TIMELINE_MAX_SECONDS  # noqa: E402
+from ser_models.session import SpeakerSession  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+log = logging.getLogger("app")
 
-RECOGNIZERS = load_recognizers()  # once, at start-up
+SOURCES: dict[str, str] = {}
+RECOGNIZERS = load_recognizers(sources=SOURCES)  # once, at start-up
 DEFAULT_MODEL = default_model(RECOGNIZERS)
 FEEDBACK = open_feedback_store()
-IMAGES = ImageFolder()
-MODEL_CHOICES = [(f"{name}: {MODEL_DESCRIPTIONS[name]}", name) for name in RECOGNIZERS]
+UPLOADS = UploadFolder(TEMP_DIR)
+TAKES = SessionMemory(TAKE_MAX_AGE)  # each browser session's last analyzed take, for another model or feedback
+LIVE = SessionMemory(LIVE_MAX_IDLE)  # each browser session's live microphone buffer
+VOICES = SessionMemory(VOICES_MAX_AGE)  # each browser session's "my voice" adaptation: probabilities, no audio
+CHUNKS = StreamedChunks(UPLOADS)  # the Live tab's chunks, those the server skips included
+start_janitor(UPLOADS, [TAKES, LIVE, VOICES], CHUNKS)
+MODEL_CHOICES = [(f"{name} (default)" if name == DEFAULT_MODEL else name, name) for name in RECOGNIZERS]
+EXAMPLES = examples()
+# The examples' results are computed at start-up, by the weights being served, into a folder named after them.
+os.environ["GRADIO_EXAMPLES_CACHE"] = str(examples_cache_folder(DEFAULT_MODEL, SOURCES))
 CSS = """
 #sentence, #sentence p { font-size: 2rem; line-height: 1.3; font-weight: 600; text-align: center; }
 #verdict, #verdict p { font-size: 1.15rem; }
 """
+CANNOT_ANALYZE = "Cannot analyze this audio"
 
 
 def sentence_markdown(sentence: str) -> str:
     return f"“{sentence}”"
 
 
+def refuse(message: str, title: str = CANNOT_ANALYZE) -> NoReturn:
+    """Tell the user what is wrong and end the event, with one log line and no traceback.
+
+    The title leads the message, because Gradio 6.31's page shows no notice's title: it groups notices by
+    level under the level's name ("Error"), and for errors it even looks for the title in a field
+    (``_title``) its client never fills in. API and MCP clients get the title as well.
+    """
+    message = f"{title}. {message[:1].upper()}{message[1:]}"
+    log.info("%s", message)
+    raise gr.Error(message, title=title, print_exception=False)
+
+
 def recognizer_for(model: str):
     if model not in RECOGNIZERS:
-        raise gr.Error(f"unknown model {model!r}; choose one of {', '.join(RECOGNIZERS)}")
+        refuse(f"unknown model {model!r:.40}; choose one of {', '.join(RECOGNIZERS)}", "Invalid input")
     return RECOGNIZERS[model]
-
-
-def user_error(error: AudioError) -> gr.Error:
-    return gr.Error(str(error)[:1].upper() + str(error)[1:], title="Cannot analyse this audio")
 
 
 def checkbox(value, label: str) -> bool:
     """A checkbox value as sent: through the API "false" or 0 must not read as ticked (or unticked)."""
     if not isinstance(value, bool):
-        raise gr.Error(f"{label} must be the boolean true or false, not {value!r:.40}", title="Invalid input")
+        refuse(f"{label} must be the boolean true or false, not {value!r:.40}", "Invalid input")
     return value
+
+
+def session_of(request: gr.Request | None) -> str | None:
+    """The browser session (one tab) the memory keys on; None for MCP calls, which all arrive through
+    one Gradio client: nothing is kept for them, so that no agent reaches another's take."""
+    if request is None or request.headers.get("x-gradio-user") == "mcp":
+        return None
+    return request.session_hash
 
 
 def predict(
@@ -73,36 +129,70 @@ def predict(
     target: str | None,
     my_voice: bool = False,
     denoise: bool = False,
-    voices: dict[str, SpeakerSession] | None = None,
+    request: gr.Request = None,
 ):
-    """Analyse one recording: all eight probabilities, the verdict, the spectrogram and details."""
+    """Which of the eight RAVDESS emotions a recording of speech expresses.
+
+    The recording is deleted from the server once analyzed. Speech without a voice, too short (under
+    0.3 s) or too long (over 60 s) is refused with a message saying why.
+
+    Args:
+        audio: The recording, one spoken sentence, ideally 2-4 s (WAV, FLAC, MP3, OGG, M4A and more).
+        model: Which model listens: "whisper-layers" (default, most accurate), "mel-cnn" or "mfcc-mlp".
+        target: The emotion the speaker meant to act, or empty; used only to say whether the model agrees.
+        my_voice: True to adapt to the earlier takes of this session (default False).
+        denoise: True to reduce background noise before the analysis (default False).
+
+    Returns:
+        The eight emotions' probabilities, summing to 1, the most probable as the label
+        The verdict in words: the emotion heard, or "uncertain" and why
+        The log-mel spectrogram of the speech analyzed, time (s) by frequency (kHz): an HTML <img> of an inline PNG
+        Details: how much speech was analyzed, and any warnings about the recording
+    """
     recognizer = recognizer_for(model)
     my_voice, denoise = checkbox(my_voice, "My voice"), checkbox(denoise, "Reduce background noise")
-    voices = voices or {}
-    session = voices.setdefault(model, SpeakerSession()) if my_voice else None  # one per model: outputs differ
+    session = session_of(request)
+    speaker = None
+    if my_voice:  # one per model and browser session: the models' outputs differ
+        voices = VOICES.get(session) or {}
+        speaker = voices.setdefault(model, SpeakerSession())
+        VOICES.put(session, voices)
     refusal = None
     try:
-        reading = analyze(recognizer, audio, target or None, session=session, denoise=denoise)
+        take = take_recording(UPLOADS, TAKES, session, audio)
+        reading = analyze(recognizer, take.samples, target or None, session=speaker, denoise=denoise)
     except AudioError as error:
-        refusal = user_error(error)
+        refusal = str(error)
     if refusal is not None:  # raised outside the handler: chained to the AudioError, it would keep the audio alive
-        raise refusal
-    return (
-        reading.analysis.probabilities,
-        reading.verdict,
-        IMAGES.save(spectrogram_image(reading.analysis.speech.audio)),
-        reading.details,
-        last_reading(audio, model, reading),
-        voices,
-    )
+        refuse(refusal)
+    TAKES.put(session, replace(take, reading=last_reading(take.key, model, reading, example=take.example)))
+    return reading.analysis.probabilities, reading.verdict, reading.spectrogram(), reading.details
 
 
-def feedback(
-    last: dict | None, true_label: str | None, consent: bool, sentence: str | None, request: gr.Request | None = None
-) -> str:
-    """Store which emotion was meant, with the clip, only if the consent box is ticked (exactly True)."""
-    session = request.session_hash if request is not None else None  # one record per clip, a few an hour
-    return submit_feedback(FEEDBACK, last, true_label, consent, sentence, session=session)
+def example(audio: str, target: str, model: str):
+    """The analysis of a bundled example clip, as cached at start-up."""
+    reading = analyze(RECOGNIZERS[model], audio, target)
+    return reading.analysis.probabilities, reading.verdict, reading.spectrogram(), reading.details
+
+
+def feedback(true_label: str | None, consent: bool, sentence: str | None, request: gr.Request = None) -> str:
+    """Donate the last recording analyzed in this session and the emotion that was meant, for future models.
+
+    Nothing is stored unless consent is exactly True (the person's own ticked consent box), and only
+    after an analysis in the same browser session (never through MCP).
+
+    Args:
+        true_label: The emotion that was meant (one of the eight).
+        consent: True only if the person agrees that the recording and label may be published.
+        sentence: The sentence that was read, or empty.
+
+    Returns:
+        What happened: stored (with the record's id) or not, and why.
+    """
+    session = session_of(request)  # one record per clip, a few an hour
+    take = TAKES.get(session)
+    last = take.reading if take is not None else None
+    return submit_feedback(FEEDBACK, last, true_label, consent, sentence, session=session, take=take)
 
 
 def long_recording(
@@ -111,34 +201,67 @@ def long_recording(
     one_speaker: bool = False,
     progress=gr.Progress(),  # noqa: B008 (Gradio injects it)
 ):
-    """The emotion timeline of a long recording: summary, plot and one row per window."""
+    """The emotion timeline of a long recording: every 4 s window of speech gets the eight probabilities.
+
+    Speech is found by a voice-activity detector (Silero VAD). The recording is deleted once analyzed.
+
+    Args:
+        audio: The recording, up to an hour (20 MB; WAV, FLAC, MP3, OGG, M4A and more).
+        model: Which model listens: "whisper-layers" (default, most accurate), "mel-cnn" or "mfcc-mlp".
+        one_speaker: True to adapt to the voice of a single speaker's monologue (default False).
+
+    Returns:
+        A summary: seconds analyzed, speech segments, windows, and the emotion over the whole recording
+        Each emotion's probability at the centre of every window: rows of time (s), probability, emotion
+        A table, one row per window: start (s), end (s), label, its probability, all eight probabilities
+    """
     recognizer = recognizer_for(model)
     one_speaker = checkbox(one_speaker, "One speaker")
     refusal = None
     try:
-        result = analyze_long(recognizer, audio, progress=lambda f, m: progress(f, desc=m), one_speaker=one_speaker)
+        samples = UPLOADS.read(audio, max_seconds=TIMELINE_MAX_SECONDS)
+        result = analyze_long(recognizer, samples, progress=lambda f, m: progress(f, desc=m), one_speaker=one_speaker)
     except AudioError as error:
-        refusal = user_error(error)
+        refusal = str(error)
     if refusal is not None:  # raised outside the handler, as in predict
-        raise refusal
-    return describe_timeline(result), timeline_figure(result), timeline_table(result)
+        refuse(refusal)
+    return describe_timeline(result), pd.DataFrame(timeline_points(result)), timeline_table(result)
 
 
-def live(chunk, model: str, state: LiveState | None):
-    """One streamed microphone chunk in, the latest probabilities out."""
-    state = live_step(RECOGNIZERS.get(model, RECOGNIZERS[DEFAULT_MODEL]), state, chunk)
-    return state.probabilities, state.status, state
+def live(chunk: str | None, model: str, request: gr.Request = None):
+    """One streamed microphone chunk in (deleted once read), the probabilities of the last 4 s out."""
+    session = session_of(request)
+    recognizer = RECOGNIZERS.get(model, RECOGNIZERS[DEFAULT_MODEL])
+    state = live_step(recognizer, LIVE.get(session), lambda: read_chunk(UPLOADS, chunk))
+    LIVE.put(session, state)
+    return state.probabilities, state.status
 
 
-# Gradio keeps uploads in its cache; clear them after two hours so that clips are not kept around.
-with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)", delete_cache=(3600, 7200)) as demo:
-    last = gr.State(None)  # the analysis the feedback refers to, per browser session
-    voices = gr.State(None)  # "my voice" sessions, one per model, per browser session
+def start_live(request: gr.Request = None) -> None:
+    LIVE.pop(session_of(request))  # a new take starts afresh
+
+
+def stop_live(request: gr.Request = None) -> str:
+    LIVE.pop(session_of(request))  # nothing of the voice is kept once the microphone stops
+    return "Stopped. Press record to start again."
+
+
+def forget_take(request: gr.Request = None) -> None:
+    """An example is shown: feedback is for the user's own takes, so the last one is dropped."""
+    TAKES.pop(session_of(request))
+
+
+def forget_session(request: gr.Request = None) -> None:
+    """The tab was closed: drop what memory holds for it."""
+    for memory in (TAKES, LIVE, VOICES):
+        memory.pop(session_of(request))
+
+
+with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)") as demo:
     gr.Markdown(
         "# 🎭 Speech emotion recognition\n"
         "Act one of eight emotions while reading a sentence from the RAVDESS corpus, and see which emotion "
-        "a model trained on 20 RAVDESS actors hears. Audio is analysed on the server and not stored, "
-        "unless you choose to donate it below."
+        "a model trained on 20 RAVDESS actors hears."
     )
     with gr.Tab("Act a sentence"):
         with gr.Row(equal_height=False):
@@ -147,9 +270,17 @@ with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)", delete_cache=(3600,
                 sentence_display = gr.Markdown(sentence_markdown(STATEMENTS[0]), elem_id="sentence")
                 target = gr.Dropdown(list(EMOTIONS), value="happy", label="Step B — the emotion to act")
                 model = gr.Radio(MODEL_CHOICES, value=DEFAULT_MODEL, label="Step C — the model")
+                with gr.Accordion("About the models", open=False):
+                    gr.Markdown(models_markdown(RECOGNIZERS, SOURCES))
             with gr.Column(scale=1):
                 audio = gr.Audio(
-                    sources=["microphone", "upload"], type="filepath", label="Record or upload (WAV, FLAC, OGG, MP3)"
+                    sources=["upload", "microphone"],
+                    type="filepath",
+                    label="Step D — your recording: upload a file or record with the microphone",
+                )
+                gr.Markdown(
+                    "**Upload** a file (WAV, FLAC, MP3, OGG, M4A and more) by dropping it on the box or clicking it, "
+                    "or press the **microphone** button under the box and record."
                 )
                 with gr.Row():
                     my_voice = gr.Checkbox(
@@ -165,10 +296,23 @@ with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)", delete_cache=(3600,
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 probabilities = gr.Label(num_top_classes=len(EMOTIONS), label="What the model heard")
+                verdict = gr.Markdown(elem_id="verdict", label="Verdict")
             with gr.Column(scale=1):
-                verdict = gr.Markdown(elem_id="verdict")
-                spectrogram = gr.Image(label="Log-mel spectrogram of the speech the model analysed", interactive=False)
-                details = gr.Markdown()
+                spectrogram = gr.HTML(label="Spectrogram of the speech the model analyzed")
+                details = gr.Markdown(label="Details")
+        example_clips = gr.Examples(
+            [[str(clip.path), clip.emotion, DEFAULT_MODEL] for clip in EXAMPLES],
+            inputs=[audio, target, model],
+            outputs=[probabilities, verdict, spectrogram, details],
+            fn=example,
+            cache_examples=True,
+            cache_mode="eager",
+            example_labels=[clip.label for clip in EXAMPLES],
+            label="Or try an example: one RAVDESS actor per emotion (click one)",
+            preload=False,
+            api_name="example",
+        )
+        gr.Markdown(EXAMPLES_ATTRIBUTION)
         with gr.Accordion("Was the model right? Help it improve", open=False):
             with gr.Row():
                 true_label = gr.Dropdown(list(EMOTIONS), value="happy", label="The emotion you meant")
@@ -178,49 +322,66 @@ with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)", delete_cache=(3600,
                     "They may be published in a public Hub dataset.",
                 )
                 send = gr.Button("Send feedback")
-            feedback_status = gr.Markdown()
+            feedback_status = gr.Markdown(label="Feedback status")
     with gr.Tab("Long recording"):
         gr.Markdown(
             "Upload a recording of up to an hour (20 MB): speech is found with a voice-activity detector, "
             "cut into 4 s windows, and each window gets its own probabilities."
         )
         with gr.Row():
-            long_audio = gr.Audio(sources=["upload"], type="filepath", label="Recording")
+            long_audio = gr.Audio(sources=["upload"], type="filepath", label="Long recording")
             with gr.Column():
-                long_model = gr.Radio(MODEL_CHOICES, value=DEFAULT_MODEL, label="Model")
+                long_model = gr.Radio(
+                    MODEL_CHOICES, value=DEFAULT_MODEL, label="Model", info="What each one is: the first tab."
+                )
                 long_one_speaker = gr.Checkbox(
                     value=False,
                     label="One speaker: adapt to this voice",
                     info="For one person's monologue; leave off for conversations.",
                 )
                 timeline_button = gr.Button("Analyze timeline", variant="primary")
-        timeline_summary = gr.Markdown()
-        timeline_plot = gr.Plot(label="Emotion timeline")
+        timeline_summary = gr.Markdown(label="Summary")
+        timeline_plot = gr.LinePlot(
+            x="time (s)",
+            y="probability",
+            color="emotion",
+            y_lim=[0, 1],
+            label="Emotion timeline",
+            caption="Each emotion's probability at the centre of every 4 s window of speech.",
+        )
         timeline_rows = gr.Dataframe(
             headers=["start (s)", "end (s)", "label", "p(label)", *EMOTIONS], label="Windows", interactive=False
         )
     with gr.Tab("Live"):
         gr.Markdown(
-            "Speak into the microphone: the last 4 s are classified about twice a second. "
-            "Nothing is stored; a stream stops after two minutes."
+            f"Speak into the microphone: the last 4 s are classified about every {LIVE_UPDATE_SECONDS:g} s. "
+            "A stream stops after two minutes."
         )
-        live_state = gr.State(None)
         with gr.Row():
-            live_audio = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone")
+            live_audio = gr.Audio(sources=["microphone"], streaming=True, type="filepath", label="Microphone")
             with gr.Column():
-                live_model = gr.Radio(MODEL_CHOICES, value=DEFAULT_MODEL, label="Model")
-                live_status = gr.Markdown("Press record to start.")
+                live_model = gr.Radio(
+                    MODEL_CHOICES, value=DEFAULT_MODEL, label="Model", info="What each one is: the first tab."
+                )
+                live_status = gr.Markdown("Press record to start.", label="Live status")
         live_label = gr.Label(num_top_classes=len(EMOTIONS), label="Last 4 s")
+    gr.Markdown(PRIVACY)
+    gr.Markdown(
+        f"Accuracy on speakers the models never heard: the [model card]({card_url('model_card.md')}). "
+        f"Training data: RAVDESS (Livingstone & Russo, 2018; [data card]({card_url('data_card.md')})), "
+        "CC BY-NC-SA 4.0, so the models are for non-commercial use only."
+    )
 
-    sentence.change(sentence_markdown, sentence, sentence_display, api_name=False)
-    target.change(lambda emotion: emotion, target, true_label, api_name=False)
+    sentence.change(sentence_markdown, sentence, sentence_display, api_visibility="private")
+    target.change(lambda emotion: emotion, target, true_label, api_visibility="private")
+    example_clips.dataset.click(forget_take, None, None, api_visibility="private")
     analyze_button.click(
         predict,
-        [audio, model, target, my_voice, denoise, voices],
-        [probabilities, verdict, spectrogram, details, last, voices],
+        [audio, model, target, my_voice, denoise],
+        [probabilities, verdict, spectrogram, details],
         api_name="predict",
     )
-    send.click(feedback, [last, true_label, consent, sentence], feedback_status, api_name="feedback")
+    send.click(feedback, [true_label, consent, sentence], feedback_status, api_name="feedback")
     timeline_button.click(
         long_recording,
         [long_audio, long_model, long_one_speaker],
@@ -229,24 +390,35 @@ with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)", delete_cache=(3600,
     )
     live_audio.stream(
         live,
-        [live_audio, live_model, live_state],
-        [live_label, live_status, live_state],
+        [live_audio, live_model],
+        [live_label, live_status],
         stream_every=LIVE_UPDATE_SECONDS,
         time_limit=120,
         concurrency_limit=8,
         api_name="live",
+        api_visibility="undocumented",  # a browser's microphone stream, not a call for clients or agents
     )
-    live_audio.start_recording(lambda: None, None, live_state, api_name=False)  # a new take starts afresh
-    gr.Markdown(
-        "Accuracy on speakers the models never heard is in `model_card.md`. Training data: RAVDESS "
-        "(Livingstone & Russo, 2018), CC BY-NC-SA 4.0, so the models are for non-commercial use only."
-    )
+    live_audio.start_recording(start_live, None, None, api_visibility="private")
+    live_audio.stop_recording(stop_live, None, live_status, api_visibility="private")
+    demo.unload(forget_session)
 
 demo.queue(default_concurrency_limit=4, max_size=64)
 
+
+def _stop(signum, frame) -> NoReturn:
+    raise KeyboardInterrupt  # Gradio then closes the server, and the temporary folder is deleted at exit
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop)
+    # Gradio caches eager examples once the server already answers: built first, no click can race it.
+    asyncio.run(example_clips.cache())
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         css=CSS,
         max_file_size="20mb",
+        mcp_server=True,
+        run_history=False,  # the page keeps no history of runs, in the browser or elsewhere
+        allowed_paths=[str(ROOT / name) for name in CARDS],
+        app_kwargs={"middleware": [Middleware(StreamChunkMiddleware, chunks=CHUNKS)]},
     )

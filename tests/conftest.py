@@ -50,8 +50,10 @@ def app_feedback_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server_url(app_feedback_dir: Path):
+def server_url(app_feedback_dir: Path, tmp_path_factory):
     port = _free_port()
+    # The server's log goes to a file: a pipe nobody reads would block the server once it filled (64 kB).
+    log_path = tmp_path_factory.mktemp("app-log") / "app.log"
     env = {
         **os.environ,
         "GRADIO_SERVER_PORT": str(port),
@@ -59,14 +61,13 @@ def server_url(app_feedback_dir: Path):
         "HF_HUB_OFFLINE": "1",
         "SER_FEEDBACK_DIR": str(app_feedback_dir),
     }
-    process = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    log = open(log_path, "w")  # closed after the server stops
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"app.py exited early:\n{process.stdout.read()}")
+            pytest.fail(f"app.py exited early:\n{log_path.read_text()}")
         try:
             urllib.request.urlopen(url, timeout=2)
             break
@@ -78,3 +79,4 @@ def server_url(app_feedback_dir: Path):
     yield url
     process.terminate()
     process.wait(timeout=20)
+    log.close()

@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ser_models import EMOTIONS, MODEL_DESCRIPTIONS, AudioError
-from ser_models.demo import Reading, analyze, default_model, load_recognizers, spectrogram_image
+from ser_models import EMOTIONS, AudioError, parse_ravdess_name
+from ser_models.demo import Reading, analyze, default_model, load_recognizers
+from ser_models.registry import DEFAULT_MODEL, MODELS
 
 
 def test_unreachable_hub_model_falls_back_to_bundled_weights(caplog):
     with caplog.at_level(logging.WARNING):
         recognizers = load_recognizers({"SER_CNN_MODEL": "nobody/offline-model"})
-    assert set(recognizers) == set(MODEL_DESCRIPTIONS)
-    assert recognizers["mel-cnn"].model.model_type == "mel-cnn"
+    assert set(recognizers) == set(MODELS)
+    assert recognizers["mel-cnn"].config.model_type == "mel-cnn"
     [record] = [r for r in caplog.records if "SER_CNN_MODEL" in r.getMessage()]
     assert "nobody/offline-model" in record.getMessage() and "bundled weights instead" in record.getMessage()
 
@@ -33,17 +34,18 @@ def test_without_the_whisper_packages_the_app_serves_the_other_models(monkeypatc
     assert set(recognizers) == {"mel-cnn", "mfcc-mlp"}
     assert default_model(recognizers) == "mel-cnn"
     messages = [r.getMessage() for r in caplog.records]
-    assert any(m.startswith("whisper-base: not available") and "ctranslate2" in m for m in messages)
-    assert any(m.startswith("whisper-cnn: not available") for m in messages)
+    assert any(m.startswith("whisper-layers: not available") and "ctranslate2" in m for m in messages)
 
 
 def test_configured_folder_replaces_bundled_model(tmp_path):
-    from ser_models import MelCNN
-    from ser_models.models import MelCNNConfig
+    pytest.importorskip("torch", reason="writing a model folder needs the training extra")
+    from ser_models.models import MelCNN, MelCNNConfig
 
     MelCNN(MelCNNConfig(hidden=16)).save_pretrained(tmp_path / "cnn")
-    recognizers = load_recognizers({"SER_CNN_MODEL": str(tmp_path / "cnn")})
-    assert recognizers["mel-cnn"].model.config.hidden == 16
+    sources = {}
+    recognizers = load_recognizers({"SER_CNN_MODEL": str(tmp_path / "cnn")}, sources)
+    assert recognizers["mel-cnn"].config.hidden == 16
+    assert sources["mel-cnn"] == str(tmp_path / "cnn") and sources["mfcc-mlp"] == str(MODELS["mfcc-mlp"].folder)
 
 
 def test_reading_verdict_and_details(angry_clip):
@@ -54,8 +56,44 @@ def test_reading_verdict_and_details(angry_clip):
     heard = reading.analysis.label
     assert ("Match" in reading.verdict) == (heard == "angry")
     assert "trimming silence" in reading.details
-    image = spectrogram_image(reading.analysis.speech.audio)
-    assert image.dtype == np.uint8 and image.shape[0] == 64 * 3 and image.shape[2] == 3
+    html = reading.spectrogram()
+    assert html.startswith('<img src="data:image/png;base64,') and 'alt="Log-mel spectrogram' in html
+
+
+def test_spectrogram_has_time_and_frequency_axes():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from ser_models import plots
+
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)  # 1 kHz for 2 s
+    image = np.asarray(Image.open(io.BytesIO(plots.spectrogram_png(tone, start_seconds=0.5))).convert("L"))
+    assert image.shape == (plots.HEIGHT, plots.WIDTH)
+    assert plots.time_ticks(0.5, 2.5) == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.5])
+    ticks = dict(plots.frequency_ticks())
+    assert set(ticks) == {250, 500, 1000, 2000, 4000, 8000}
+    plot = image[plots.TOP : plots.HEIGHT - plots.BOTTOM, plots.LEFT : plots.WIDTH - plots.RIGHT]
+    brightest_row = plots.TOP + int(np.argmax(plot.mean(axis=1)))
+    band_height = (plots.HEIGHT - plots.TOP - plots.BOTTOM) / 64
+    assert abs(brightest_row - ticks[1000]) <= 1.5 * band_height  # the tone sits at the "1" kHz tick
+    centres = plots.mel_band_centres()
+    assert centres.size == 64 and np.all(np.diff(centres) > 0) and 20 < centres[0] < 100 and centres[-1] < 8000
+    html = plots.spectrogram_html(tone)
+    assert base64.b64decode(html.split("base64,")[1].split('"')[0])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_timeline_points_are_one_row_per_window_and_emotion():
+    from ser_models.plots import timeline_points
+    from ser_models.segments import Segment, Timeline
+
+    probabilities = dict(zip(EMOTIONS, [0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], strict=True))
+    windows = [Segment(0, 0.0, 4.0, probabilities), Segment(0, 2.0, 6.0, probabilities)]
+    rows = timeline_points(Timeline(windows, [(0.0, 6.0)], 6.0, "silero"))
+    assert len(rows) == 16 and rows[0] == {"time (s)": 2.0, "probability": 0.3, "emotion": "neutral"}
 
 
 def test_verdict_names_rank_of_missed_target():
@@ -99,7 +137,8 @@ def test_gradio_client_round_trip(server_url, angry_clip, model):
     assert set(confidences) == set(EMOTIONS)
     assert abs(sum(confidences.values()) - 1) < 1e-4
     assert label["label"] == max(confidences, key=confidences.get)
-    assert "model heard" in verdict and Path(spectrogram).is_file() and "trimming" in details
+    assert "model heard" in verdict and "trimming" in details
+    assert spectrogram.startswith('<img src="data:image/png;base64,')
 
 
 @pytest.mark.slow
@@ -146,23 +185,6 @@ def test_server_refuses_uploads_over_the_size_limit(server_url):
     assert small.status_code == 200
 
 
-def test_image_folder_writes_each_image_once_and_whole(tmp_path):
-    from concurrent.futures import ThreadPoolExecutor
-
-    from PIL import Image
-
-    from ser_models.demo import ImageFolder
-
-    images = ImageFolder(tmp_path)
-    rgb = np.zeros((30, 40, 3), np.uint8)
-    rgb[10:20] = 200
-    with ThreadPoolExecutor(16) as pool:
-        paths = set(pool.map(lambda _: images.save(rgb), range(64)))
-    (path,) = paths
-    assert np.array_equal(np.asarray(Image.open(path)), rgb)
-    assert [p.name for p in tmp_path.iterdir()] == [Path(path).name]  # no partial files left
-
-
 def test_live_stream_of_chunks_gives_valid_probabilities(angry_clip):
     import soundfile as sf
 
@@ -200,7 +222,8 @@ def test_timeline_endpoint(server_url, sample_clips, tmp_path):
     summary, plot, rows = Client(server_url, verbose=False).predict(
         handle_file(str(recording)), "mel-cnn", True, api_name="/timeline"
     )
-    assert "3 speech segment(s)" in summary and "adapted to the voice" in summary and plot["type"] == "matplotlib"
+    assert "3 speech segment(s)" in summary and "adapted to the voice" in summary
+    assert plot["columns"] == ["time (s)", "probability", "emotion"] and len(plot["data"]) == 8 * len(rows["data"])
     assert len(rows["data"]) == 3 and rows["headers"][4:] == list(EMOTIONS)
     assert all(abs(sum(row[4:]) - 1) < 0.01 for row in rows["data"])
 
@@ -217,3 +240,102 @@ def test_my_voice_sessions_belong_to_one_browser_session_each(server_url, sample
     assert "adapted to your 1 take(s)" in details and "Background noise was reduced" in details
     *_, details = first.predict(handle_file(str(sample_clips[3])), "mel-cnn", "angry", api_name="/predict")
     assert "My voice" not in details  # off unless asked for
+
+
+def test_the_examples_are_one_short_ravdess_clip_per_emotion_from_actors_01_to_20(ravdess_dir):
+    import soundfile as sf
+
+    from ser_models.demo import EXAMPLE_SOURCES, EXAMPLES_DIR, examples
+
+    clips = examples()
+    assert [clip.emotion for clip in clips] == list(EMOTIONS)
+    assert sorted(p.name for p in EXAMPLES_DIR.iterdir()) == sorted(EXAMPLE_SOURCES)
+    for clip in clips:
+        source = parse_ravdess_name(clip.ravdess_name)
+        assert clip.path.name == f"{source.emotion}_actor{source.actor:02d}.flac"  # the name says the emotion
+        assert 1 <= source.actor <= 20 and clip.label.startswith(source.emotion)
+        assert clip.path.stat().st_size <= 150_000 and sf.info(clip.path).samplerate == 16000
+        original = ravdess_dir / f"Actor_{source.actor:02d}" / clip.ravdess_name
+        assert clip.path.read_bytes() == original.read_bytes()  # the corpus's file as it is
+
+
+def test_model_descriptions_and_card_links():
+    from ser_models.demo import card_url, models_markdown
+
+    text = models_markdown(MODELS, {name: str(model.folder) for name, model in MODELS.items()}, environ={})
+    for name, model in MODELS.items():
+        assert f"**{name}**" in text and model.description in text
+    assert f"**{DEFAULT_MODEL}** (default)" in text and "replaced" not in text
+    assert "[model card](gradio_api/file=" in text and text.count(".md)") == 2
+    replaced = models_markdown(["mel-cnn"], {"mel-cnn": "someone/their-cnn"}, environ={})
+    assert "replaced by `someone/their-cnn`" in replaced
+    space = {"SPACE_ID": "user/ser-demo"}
+    assert card_url("model_card.md", space) == "https://huggingface.co/spaces/user/ser-demo/blob/main/model_card.md"
+
+
+def test_examples_cache_is_named_after_the_weights_that_compute_it(tmp_path):
+    from ser_models.demo import examples_cache_folder
+
+    bundled = {"mel-cnn": str(MODELS["mel-cnn"].folder)}
+    folder = examples_cache_folder("mel-cnn", bundled, environ={"GRADIO_EXAMPLES_CACHE": str(tmp_path)})
+    assert folder.parent == tmp_path and folder.name.startswith("mel-cnn-")
+    assert examples_cache_folder("mel-cnn", bundled, environ={"GRADIO_EXAMPLES_CACHE": str(tmp_path)}) == folder
+    other = examples_cache_folder("mel-cnn", {"mel-cnn": "someone/their-cnn"}, {"GRADIO_EXAMPLES_CACHE": str(tmp_path)})
+    assert other != folder
+    assert examples_cache_folder("mel-cnn", bundled, environ={}).parent == Path(".gradio/cached_examples")
+
+
+@pytest.mark.slow
+def test_every_endpoint_names_its_inputs_and_outputs(server_url):
+    from gradio_client import Client
+
+    api = Client(server_url, verbose=False).view_api(print_info=False, return_format="dict")
+    endpoints = api["named_endpoints"]
+    assert set(endpoints) == {"/predict", "/feedback", "/timeline"}
+    for name, endpoint in endpoints.items():
+        for parameter in endpoint["parameters"]:
+            assert not parameter["parameter_name"].startswith("param_"), (name, parameter)
+            assert not parameter["label"].startswith("parameter_"), (name, parameter)
+        for value in endpoint["returns"]:
+            assert not value["label"].startswith("value_"), (name, value)
+    assert [p["parameter_name"] for p in endpoints["/predict"]["parameters"]] == [
+        "audio",
+        "model",
+        "target",
+        "my_voice",
+        "denoise",
+    ]
+    assert [r["label"] for r in endpoints["/predict"]["returns"]] == [
+        "What the model heard",
+        "Verdict",
+        "Spectrogram of the speech the model analyzed",
+        "Details",
+    ]
+
+
+@pytest.mark.slow
+def test_mcp_server_offers_the_prediction_and_the_timeline_as_described_tools(server_url):
+    import httpx
+
+    response = httpx.get(f"{server_url}gradio_api/mcp/schema", timeout=30)
+    assert response.status_code == 200, response.text[:200]
+    tools = {tool["name"]: tool for tool in response.json()}
+    assert {"predict", "long_recording"} <= set(tools)
+    predict = tools["predict"]
+    assert "eight RAVDESS emotions" in predict["description"] and "probabilities" in predict["description"]
+    properties = predict["inputSchema"]["properties"]
+    assert predict["inputSchema"]["required"] == ["audio"]
+    for name in ("audio", "model", "target", "my_voice", "denoise"):
+        assert len(properties[name].get("description", "")) > 20, (name, properties[name])
+    assert properties["model"]["enum"] == list(MODELS)
+    timeline = tools["long_recording"]["inputSchema"]["properties"]
+    assert all(timeline[name]["description"] for name in ("audio", "model", "one_speaker"))
+    assert "live" not in tools and "example" not in tools  # the microphone stream and the cached examples
+
+
+@pytest.mark.slow
+def test_a_refusal_names_what_went_wrong_in_its_first_words(server_url):
+    from gradio_client import Client
+
+    with pytest.raises(Exception, match=r"^Cannot analyze this audio\. No audio: record the sentence"):
+        Client(server_url, verbose=False).predict(None, "mel-cnn", "angry", api_name="/predict")

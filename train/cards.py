@@ -765,6 +765,38 @@ def _parameters(model: str) -> str:
     return f"{sum(p.numel() for p in EmotionModel.from_pretrained(weights).parameters()):,}"
 
 
+def examples_section() -> str:
+    """The eight example clips committed for the app (ser_models.demo.EXAMPLE_SOURCES), with their sources."""
+    from ser_models.demo import EXAMPLES_DIR, LICENCE_URL, RAVDESS_PAPER_URL, RAVDESS_URL, examples
+
+    rows = "\n".join(
+        f"| {clip.emotion} | `ser_models/assets/examples/{clip.path.name}` | "
+        f"`Actor_{clip.actor:02d}/{Path(clip.ravdess_name).with_suffix('.wav').name}` | "
+        f"{clip.actor:02d} ({clip.gender}) | {round(clip.path.stat().st_size / 1000)} kB |"
+        for clip in examples()
+    )
+    genders = Counter(clip.gender for clip in examples())
+    return f"""## Example clips in the app (committed)
+
+Eight RAVDESS clips, one per emotion, are committed in `{EXAMPLES_DIR.relative_to(ROOT).as_posix()}/` for the app's examples
+only (`gr.Examples`, their results cached at start-up); nothing else uses them. They come from actors 01–20
+({genders["female"]} women, {genders["male"]} men), statement 1 ("Kids are talking by the door"), first repetition, strong intensity
+(normal for neutral), as the 16 kHz FLAC of the copy described above, byte for byte (a test checks that);
+each file is named after its emotion and actor. The models were trained on these actors, so the examples
+show what the app does, not how accurate it is; the page says so beside them.
+
+| emotion | file | original RAVDESS file (official release, 48 kHz WAV) | actor | size |
+|---|---|---|---|---|
+{rows}
+
+Source and licence: the Ryerson Audio-Visual Database of Emotional Speech and Song (RAVDESS), Livingstone &
+Russo (2018), PLoS ONE 13(5): e0196391, doi:{RAVDESS_PAPER_URL.removeprefix("https://doi.org/")}, {RAVDESS_URL};
+licensed under CC BY-NC-SA 4.0 ({LICENCE_URL}): attributed here and on
+the page beside the examples, for non-commercial use, shared under the same licence. The only change is the
+conversion to 16 kHz FLAC.
+"""
+
+
 def write_data_card(path: Path = ROOT / "data_card.md", reports: Path = REPORTS_DIR) -> str:
     dataset = data.load_ravdess()
     emotions = Counter(dataset.features["emotion"].int2str(e) for e in dataset["emotion"])
@@ -798,7 +830,7 @@ on it) alike. The bundled model weights carry the same licence.
 **What this project uses.** {len(dataset):,} clips from actors {actors[0]:02d}–{actors[-1]:02d}
 ({genders["female"]} clips by women, {genders["male"]} by men), read from `$RAVDESS_DIR` (default
 `../shared/data/ravdess`). Actors 21–24 are withheld as a blind speaker-independent test and were never seen
-during development. The audio is never committed to this repository.
+during development. The audio is never committed to this repository, except the eight example clips below.
 
 **Conversion.** The official files are 48 kHz 16-bit WAV. The copy used here was resampled to 16 kHz
 (soxr, high quality) and stored as 16-bit FLAC, with the official file names and no other change (no trimming,
@@ -827,6 +859,7 @@ Produced by `python -m train.cards`.
 **Known issues.** Acted, studio-quality speech from 20 North American actors reading two fixed sentences:
 models trained on it see little variation in content, language, recording conditions and speaking style.
 
+{examples_section()}
 {extra_corpora_section(reports)}
 ## User feedback (optional, consented)
 
