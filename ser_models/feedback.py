@@ -10,8 +10,16 @@ Consent is the boolean ``True`` and nothing else. Within one app session a clip 
 most once and at most MAX_PER_HOUR records an hour; the whole folder is capped at
 $SER_FEEDBACK_MAX_MB (default 500).
 
+Several processes may write into one folder (app workers, or Space replicas, each pushing its own
+folder to the same Hub dataset): there is no shared index to update, a record's name is its UTC time
+and a random uuid4 (unique across processes and machines), and the size cap is checked and the record
+moved into ``records/`` under one file lock (``.partial/.lock``), so it holds for all of them together.
+The per-session limits live in the memory of the process serving that browser session: Gradio keeps
+a session in one process, so they hold per session, whatever the number of processes or replicas.
+
 When a Hub dataset repo is configured, ``huggingface_hub.CommitScheduler`` pushes new records
-every few minutes; ``.partial/`` is never uploaded.
+every few minutes; ``.partial/`` is never uploaded. It only ever adds files, and records from
+different replicas never share a path, so their commits cannot collide; a failed push is retried.
 """
 
 from __future__ import annotations
@@ -25,14 +33,15 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Mapping
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from filelock import FileLock, Timeout
 
 from .audio import MAX_SECONDS, SAMPLE_RATE
 from .labels import EMOTIONS, STATEMENTS
@@ -52,6 +61,8 @@ CLIP_NAME = "clip.flac"
 METADATA_NAME = "metadata.jsonl"
 PUSH_EVERY_MINUTES = 10
 STALE_PARTIAL_SECONDS = 600  # a write in progress never takes this long; older leftovers are from a crash
+LOCK_NAME = ".lock"  # in PARTIAL: held by any process checking the size cap and publishing a record
+LOCK_TIMEOUT_SECONDS = 30.0  # the lock is held for a folder scan and a rename, never near this long
 
 
 class FeedbackError(ValueError):
@@ -143,9 +154,7 @@ class FeedbackStore:
             raise FeedbackError("probabilities must give a finite value for each of the eight emotions")
 
         if self._used_bytes() + 2 * samples.size > self.max_bytes:  # 16-bit FLAC is at most 2 bytes a sample
-            raise FeedbackLimitError(
-                f"the feedback store is full ({self.max_bytes / 2**20:.0f} MB); no more recordings are accepted for now"
-            )
+            raise self._full()  # refused before encoding; checked again, exactly, before the record is published
         clip = hashlib.sha256(samples.tobytes()).hexdigest()
         if session is not None:
             self._admit(session, clip)
@@ -157,7 +166,7 @@ class FeedbackStore:
             raise
 
     def _write(self, samples, true_label, target, prediction, model, probabilities, sentence) -> FeedbackRecord:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         record = FeedbackRecord(
             id=uuid.uuid4().hex,
             timestamp=now.isoformat(timespec="milliseconds"),
@@ -182,13 +191,36 @@ class FeedbackStore:
                 file.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
                 _flush(file)
             _fsync_dir(staging)
-            with self.lock or nullcontext():
-                os.rename(staging, self.folder / RECORDS / name)  # the one step that makes the record exist
+            staged = sum(file.stat().st_size for file in staging.iterdir())
+            # Check and publish as one step for every process writing here, so the cap holds for all.
+            with self._folder_lock():
+                if self._used_bytes() + staged > self.max_bytes:
+                    raise self._full()
+                with self.lock or nullcontext():
+                    os.rename(staging, self.folder / RECORDS / name)  # the one step that makes the record exist
             _fsync_dir(self.folder / RECORDS)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return record
+
+    def _full(self) -> FeedbackLimitError:
+        return FeedbackLimitError(
+            f"the feedback store is full ({self.max_bytes / 2**20:.0f} MB); no more recordings are accepted for now"
+        )
+
+    @contextmanager
+    def _folder_lock(self) -> Iterator[None]:
+        """Held by every process writing into this folder (threads included) to check the cap and publish."""
+        lock = FileLock(self.folder / PARTIAL / LOCK_NAME, timeout=LOCK_TIMEOUT_SECONDS)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise FeedbackError("the feedback store is busy; please try again in a moment") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def records(self) -> list[FeedbackRecord]:
         """Every stored record, oldest first."""
@@ -206,6 +238,8 @@ class FeedbackStore:
         removed = 0
         partial = self.folder / PARTIAL
         for leftover in partial.iterdir() if partial.is_dir() else ():
+            if leftover.name == LOCK_NAME:  # another process may hold it; it is not a record
+                continue
             if time.time() - leftover.stat().st_mtime > older_than:
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)
@@ -217,8 +251,8 @@ class FeedbackStore:
         return removed
 
     def _used_bytes(self) -> int:
-        """What the stored records take. Concurrent writers may each pass the check: the cap is
-        exceeded by at most the records in flight."""
+        """What the stored records take. ``save`` checks it first against the most a clip can take,
+        then, under the folder lock, against the record as written: the cap holds across processes."""
         return sum(file.stat().st_size for file in (self.folder / RECORDS).glob("*/*"))
 
     def _admit(self, session: str, clip: str) -> None:

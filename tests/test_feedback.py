@@ -19,6 +19,7 @@ import soundfile as sf
 
 from ser_models import EMOTIONS
 from ser_models.feedback import (
+    LOCK_NAME,
     PARTIAL,
     RECORDS,
     ConsentRequiredError,
@@ -52,6 +53,11 @@ def save(store: FeedbackStore, samples: np.ndarray | None = None, **overrides):
 
 def files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()]
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Unfinished records in ``.partial/`` (the writers' lock file is not one)."""
+    return [p for p in (folder / PARTIAL).iterdir() if p.name != LOCK_NAME]
 
 
 NOT_CONSENT = [False, None, 0, 1, 1.0, "false", "no", "0", "off", "true", "yes", "", [0], [True], {}, np.True_]
@@ -133,7 +139,7 @@ def test_the_store_refuses_past_its_size_cap(tmp_path, monkeypatch):
     with pytest.raises(FeedbackLimitError, match="store is full"):
         save(store, tone(frequency=330))
     assert len(store.records()) == 1
-    assert list((tmp_path / PARTIAL).iterdir()) == []
+    assert leftovers(tmp_path) == []
 
 
 def test_a_record_holds_the_clip_and_everything_said_about_it(tmp_path):
@@ -190,7 +196,7 @@ def test_fifty_concurrent_submissions_give_fifty_complete_records(tmp_path):
         clip, rate = sf.read(store.clip_path(record), dtype="float32")
         assert rate == 16000 and abs(clip.size / 16000 - record.seconds) < 0.001
     assert {r.id for r in records} == {r.id for r in stored}
-    assert list((tmp_path / PARTIAL).iterdir()) == []
+    assert leftovers(tmp_path) == []
 
 
 WRITER = textwrap.dedent(
@@ -241,10 +247,92 @@ def test_a_killed_write_leaves_no_partial_record(tmp_path, stop_at):
     store = FeedbackStore(folder)
     assert len(store.records()) == 1
     assert len(list((folder / RECORDS).iterdir())) == 1
-    assert len(list((folder / PARTIAL).iterdir())) == 1  # the leftover, out of sight of readers and uploads
+    assert len(leftovers(folder)) == 1  # the leftover, out of sight of readers and uploads
     assert store.discard_stale_partials(older_than=0) == 1
     save(store)
     assert len(store.records()) == 2
+
+
+REPLICA = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import numpy as np
+    from ser_models import EMOTIONS, feedback
+
+    folder, replica, count, go, kind = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    store = feedback.FeedbackStore(folder)
+    while not os.path.exists(go):  # start together, so the writes overlap
+        time.sleep(0.01)
+    for i in range(count):
+        if kind == "tone":  # a clip of its own for every record: 0.25 s at a frequency only it has
+            t = np.arange(4000) / 16000
+            samples = (0.3 * np.sin(2 * np.pi * (100 + 1000 * replica + 7 * i) * t)).astype("float32")
+        else:  # white noise: FLAC cannot shrink it, so a record takes what the cap check assumes
+            samples = np.random.default_rng([replica, i]).uniform(-0.5, 0.5, 8000).astype("float32")
+        try:
+            record = store.save(samples, consent=True, true_label=EMOTIONS[i % 8], prediction="calm",
+                                model="mel-cnn", probabilities={e: 1 / 8 for e in EMOTIONS})
+        except feedback.FeedbackLimitError:
+            print(json.dumps({"refused": i}), flush=True)
+        else:
+            print(json.dumps({"id": record.id, "replica": replica, "index": i}), flush=True)
+    """
+)
+
+
+def run_replicas(folder: Path, go: Path, count: int, kind: str, env: dict | None = None) -> list[dict]:
+    """Two processes, as two app replicas would be, writing ``count`` records each into ``folder``."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", REPLICA, str(folder), str(replica), str(count), str(go), kind],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for replica in (1, 2)
+    ]
+    time.sleep(1.0)  # both are importing by now; they start writing on the same signal
+    go.touch()
+    outcomes = []
+    for process in processes:
+        out, _ = process.communicate(timeout=300)
+        assert process.returncode == 0
+        outcomes += [json.loads(line) for line in out.splitlines()]
+    return outcomes
+
+
+def test_two_processes_writing_one_folder_lose_no_record(tmp_path):
+    folder = tmp_path / "feedback"
+    written = run_replicas(folder, tmp_path / "go", 100, "tone")
+    assert len(written) == 200 and all("id" in w for w in written)
+    store = FeedbackStore(folder)
+    stored = store.records()
+    assert len(stored) == 200 and len({r.id for r in stored}) == 200
+    assert {r.id for r in stored} == {w["id"] for w in written}
+    by_id = {w["id"]: w for w in written}
+    for record in stored:
+        origin = by_id[record.id]
+        assert record.true_label == EMOTIONS[origin["index"] % 8] and record.seconds == 0.25
+        t = np.arange(4000) / 16000
+        expected = 0.3 * np.sin(2 * np.pi * (100 + 1000 * origin["replica"] + 7 * origin["index"]) * t)
+        clip, rate = sf.read(store.clip_path(record), dtype="float32")
+        assert rate == 16000 and np.allclose(clip, expected, atol=1e-4)  # its own clip, whole
+    assert leftovers(folder) == []
+    from train.data import load_feedback
+
+    assert len(load_feedback(folder)) == 200
+
+
+def test_the_size_cap_holds_across_processes(tmp_path):
+    # Room for about 10 of the 40 noise clips (each just under 16 kB as FLAC, its bound 16,000 bytes).
+    max_mb = 10.5 * 16000 / 2**20
+    folder = tmp_path / "feedback"
+    outcomes = run_replicas(folder, tmp_path / "go", 20, "noise", env={"SER_FEEDBACK_MAX_MB": str(max_mb)})
+    stored = FeedbackStore(folder).records()
+    assert len(stored) == sum("id" in o for o in outcomes) and 5 <= len(stored) <= 10
+    assert sum(p.stat().st_size for p in (folder / RECORDS).glob("*/*")) <= int(max_mb * 2**20)
+    assert leftovers(folder) == []
 
 
 class FakeHub:

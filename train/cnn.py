@@ -1,4 +1,7 @@
-"""Train the log-mel CNN: python -m train.cnn [--epochs N] [--data DIR] [--output DIR]"""
+"""Train the log-mel CNN: python -m train.cnn [--epochs N] [--data DIR] [--output DIR]
+
+On several GPUs: accelerate launch --multi_gpu --num_processes N -m train.cnn [--batch-size B] [...]
+"""
 
 from train.run import main
 

@@ -5,6 +5,9 @@
 
 Speaker-independent: actor-grouped 5-fold CV on the actors at hand (the headline).
 Speaker-dependent: the seed study's random stratified 70/15/15 split, 5 seeds (comparison only).
+
+Runs data-parallel under ``accelerate launch --multi_gpu --num_processes N -m train.crossval ...``:
+every process trains each fold (see train/trainer.py); the main process writes reports and models.
 """
 
 from __future__ import annotations
@@ -23,16 +26,20 @@ import torch
 from ser_models.labels import EMOTIONS
 from train import data, splits
 from train.reports import REPORTS_DIR, command_line, write_report
-from train.trainer import TRAIN_CONFIGS, TrainConfig, predict_logits, train_model
+from train.trainer import TRAIN_CONFIGS, TrainConfig, distributed_state, predict_logits, train_model
 
 METRICS_MODULE = str(Path(__file__).parent / "ser_metrics")
 PROTOCOLS = ("speaker-independent", "speaker-dependent")
 METRIC_KEYS = ("accuracy", "macro_f1", "uar")
 
 
-def load_features(source: str | None = None, actors: list[int] | None = None):
-    """(log-mel, lengths, labels, actor per row) for every clip, features cached by ``datasets``."""
-    dataset = data.with_log_mel(data.load_ravdess(source, actors=actors))
+def load_features(source: str | None = None, actors: list[int] | None = None, num_proc: int | None = None):
+    """(log-mel, lengths, labels, actor per row) for every clip, features cached by ``datasets``.
+
+    Under ``accelerate launch`` the main process extracts them first and the others read its cache.
+    """
+    with distributed_state().main_process_first():
+        dataset = data.with_log_mel(data.load_ravdess(source, actors=actors), num_proc=num_proc)
     log_mel, lengths, labels = data.tensors(dataset)
     return log_mel, lengths, labels, np.asarray(dataset["actor"])
 
@@ -62,7 +69,9 @@ def cross_validate(
 ) -> dict:
     """Train and test one model per fold. With ``save_to``, each fold's model, its row indices and its
     validation and test logits are kept (``save_to/fold<k>/``) for later analyses such as calibration."""
-    metric = evaluate.load(METRICS_MODULE)
+    state = distributed_state()
+    with state.main_process_first():
+        metric = evaluate.load(METRICS_MODULE)
     folds, all_true, all_pred = [], [], []
     for k, split in enumerate(fold_splits):
         if only_folds is not None and k not in only_folds:
@@ -74,7 +83,7 @@ def cross_validate(
         result = train_model(model_type, rows(split.train), rows(split.validation), config)
         test_logits = predict_logits(result.model, log_mel[split.test], lengths[split.test])
         predictions = test_logits.argmax(dim=-1).numpy()
-        if save_to is not None:
+        if save_to is not None and state.is_main_process:
             fold_dir = save_to / f"fold{k}"
             result.model.save_pretrained(fold_dir)
             validation_logits = predict_logits(result.model, log_mel[split.validation], lengths[split.validation])
@@ -101,7 +110,8 @@ def cross_validate(
                 **scores,
             }
         )
-        print(f"fold {k}: accuracy {scores['accuracy']:.3f}  macro-F1 {scores['macro_f1']:.3f}", file=sys.stderr)
+        if state.is_main_process:
+            print(f"fold {k}: accuracy {scores['accuracy']:.3f}  macro-F1 {scores['macro_f1']:.3f}", file=sys.stderr)
         all_true.append(truth)
         all_pred.append(predictions)
     return summarize(folds, all_true, all_pred, metric)
@@ -181,7 +191,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--actors", type=int, nargs="*", default=None, help="restrict to these actors")
     parser.add_argument("--epochs", type=int, default=None, help="override the model's default epoch count")
     parser.add_argument(
+        "--batch-size", type=int, default=None, help="clips per optimizer step over all processes (default 32)"
+    )
+    parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 1e-3)")
+    parser.add_argument(
         "--noise", type=float, default=None, help="train with white/babble noise mixed into this share of clips"
+    )
+    parser.add_argument(
+        "--num-proc", type=int, default=None, help="processes for the log-mel extraction (datasets.map num_proc)"
     )
     parser.add_argument("--only-folds", type=int, nargs="*", default=None, help="run these folds only (0-based)")
     parser.add_argument("--reports", type=Path, default=REPORTS_DIR)
@@ -196,12 +213,18 @@ def main(argv: list[str] | None = None) -> dict:
         config = replace(config, epochs=args.epochs)
     if args.noise is not None:
         config = replace(config, noise=args.noise)
-    log_mel, lengths, labels, actor_of_row = load_features(args.data, args.actors)
+    if args.batch_size is not None:
+        config = replace(config, batch_size=args.batch_size)
+    if args.learning_rate is not None:
+        config = replace(config, learning_rate=args.learning_rate)
+    state = distributed_state()
+    log_mel, lengths, labels, actor_of_row = load_features(args.data, args.actors, num_proc=args.num_proc)
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
     report = {
         "model": args.model,
         "command": command_line("train.crossval", argv),
         "device": device_name(),
+        "processes": state.num_processes,
         "train_config": asdict(config),
         "actors": sorted({int(a) for a in actor_of_row}),
         "clips": len(labels),
@@ -214,6 +237,8 @@ def main(argv: list[str] | None = None) -> dict:
             args.model, log_mel, lengths, labels, fold_splits, actor_of_row, config, save_to, args.only_folds
         )
         report["protocols"][protocol] = result
+        if not state.is_main_process:  # the same results on every process; the main one writes them
+            continue
         plot_confusion(
             result["confusion_matrix"],
             f"{args.model}, {protocol}, {args.folds}-fold: accuracy {result['accuracy']['mean']:.1%}",
@@ -227,6 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["seconds"] = round(time.perf_counter() - started, 1)
         args.reports.mkdir(parents=True, exist_ok=True)
         write_report(report, args.reports / f"cv_{args.model}.json")
+    state.wait_for_everyone()
     return report
 
 

@@ -145,13 +145,18 @@ def _log_mel_batch(batch: dict, top_db: float) -> dict:
     return {"log_mel": features.log_mel_spectrogram(audio), "length": lengths}
 
 
-def with_log_mel(dataset: Dataset, top_db: float = features.TOP_DB) -> Dataset:
-    """Add the un-normalised log-mel and speech length of every clip (cached by ``datasets``)."""
+def with_log_mel(dataset: Dataset, top_db: float = features.TOP_DB, num_proc: int | None = None) -> Dataset:
+    """Add the un-normalised log-mel and speech length of every clip (cached by ``datasets``).
+
+    ``num_proc`` worker processes share the clips (``datasets.map``), for large corpora; the
+    features are the same, and a cache written with one ``num_proc`` is read back under any other.
+    """
     return dataset.map(
         _log_mel_batch,
         batched=True,
         batch_size=32,
         fn_kwargs={"top_db": top_db},
+        num_proc=num_proc if num_proc and num_proc > 1 else None,
         desc="log-mel features",
     )
 

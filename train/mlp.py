@@ -1,4 +1,7 @@
-"""Train the MFCC-statistics MLP: python -m train.mlp [--epochs N] [--data DIR] [--output DIR]"""
+"""Train the MFCC-statistics MLP: python -m train.mlp [--epochs N] [--data DIR] [--output DIR]
+
+On several GPUs: accelerate launch --multi_gpu --num_processes N -m train.mlp [--batch-size B] [...]
+"""
 
 from train.run import main
 

@@ -4,6 +4,13 @@
     python -m train.mlp              # MFCC MLP     -> ser_models/weights/mfcc-mlp
 
 One man and one woman are held out for early stopping; all other actors train the model.
+
+On several GPUs (or CPU processes) the same command runs data-parallel under ``accelerate launch``:
+
+    accelerate launch --multi_gpu --num_processes 8 -m train.cnn --batch-size 256 --num-proc 16
+
+Every process loads the same features (the main process extracts them first, the others read its
+cache) and trains its share of each batch; only the main process saves the model and the report.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from ser_models.registry import WEIGHTS_DIR
 from train import data, splits
 from train.crossval import device_name, load_features
 from train.reports import REPORTS_DIR, command_line, write_report
-from train.trainer import TRAIN_CONFIGS, train_model
+from train.trainer import TRAIN_CONFIGS, distributed_state, train_model
 
 
 def main(model_type: str, argv: list[str] | None = None) -> dict:
@@ -29,6 +36,14 @@ def main(model_type: str, argv: list[str] | None = None) -> dict:
     parser.add_argument("--actors", type=int, nargs="*", default=None, help="train on these actors only")
     parser.add_argument("--output", type=Path, default=WEIGHTS_DIR / model_type, help="where to save the model")
     parser.add_argument("--epochs", type=int, default=None, help="override the model's default epoch count")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="clips per optimizer step over all processes (default 32)"
+    )
+    parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 1e-3)")
+    parser.add_argument("--seed", type=int, default=None, help="override the seed (default 42)")
+    parser.add_argument(
+        "--num-proc", type=int, default=None, help="processes for the log-mel extraction (datasets.map num_proc)"
+    )
     parser.add_argument("--reports", type=Path, default=REPORTS_DIR)
     parser.add_argument(
         "--feedback", type=Path, default=None, help="also train on consented user feedback in this folder"
@@ -37,10 +52,16 @@ def main(model_type: str, argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
+    state = distributed_state()  # one process, or one of `accelerate launch --num_processes N`
     config = TRAIN_CONFIGS[model_type]
-    if args.epochs:
-        config = replace(config, epochs=args.epochs)
-    log_mel, lengths, labels, actor_of_row = load_features(args.data, args.actors)
+    overrides = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "seed": args.seed,
+    }
+    config = replace(config, **{key: value for key, value in overrides.items() if value is not None})
+    log_mel, lengths, labels, actor_of_row = load_features(args.data, args.actors, num_proc=args.num_proc)
     actors = sorted({int(a) for a in actor_of_row})
     validation_actors = splits.validation_pair(splits.actor_folds(actors)[0])
     is_validation = np.isin(actor_of_row, validation_actors)
@@ -49,7 +70,8 @@ def main(model_type: str, argv: list[str] | None = None) -> dict:
     feedback_rows = 0
     if args.feedback:
         # Feedback only ever adds training rows: its speakers are unknown, so it cannot validate.
-        extra = data.tensors(data.with_log_mel(data.load_feedback(args.feedback)))
+        with state.main_process_first():  # one process extracts, the others read the cache
+            extra = data.tensors(data.with_log_mel(data.load_feedback(args.feedback), num_proc=args.num_proc))
         train_set = tuple(torch.cat([ours, theirs]) for ours, theirs in zip(train_set, extra, strict=True))
         feedback_rows = len(extra[2])
     result = train_model(
@@ -59,11 +81,11 @@ def main(model_type: str, argv: list[str] | None = None) -> dict:
         config,
         progress=not args.no_progress,
     )
-    result.model.save_pretrained(args.output)
     report = {
         "model": model_type,
         "command": command_line(f"train.{parser.prog.rsplit('.', 1)[-1]}", argv),
         "device": device_name(),
+        "processes": state.num_processes,
         "train_actors": sorted(set(actors) - set(validation_actors)),
         "validation_actors": validation_actors,
         "feedback_clips": feedback_rows,
@@ -74,10 +96,14 @@ def main(model_type: str, argv: list[str] | None = None) -> dict:
         "train_config": asdict(config),
         "history": result.history,
     }
-    args.reports.mkdir(parents=True, exist_ok=True)
-    write_report(report, args.reports / f"train_{model_type}.json")
-    print(
-        f"saved {model_type} to {args.output}: best validation macro-F1 {result.best_validation_f1:.3f} "
-        f"at epoch {result.best_epoch}, {report['total_seconds']:.0f} s on {report['device']}"
-    )
+    if state.is_main_process:  # every process holds the same model; one writes it
+        result.model.save_pretrained(args.output)
+        args.reports.mkdir(parents=True, exist_ok=True)
+        write_report(report, args.reports / f"train_{model_type}.json")
+        processes = f" x {state.num_processes} processes" if state.num_processes > 1 else ""
+        print(
+            f"saved {model_type} to {args.output}: best validation macro-F1 {result.best_validation_f1:.3f} "
+            f"at epoch {result.best_epoch}, {report['total_seconds']:.0f} s on {report['device']}{processes}"
+        )
+    state.wait_for_everyone()  # no process exits before the model is on disk
     return report

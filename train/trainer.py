@@ -1,6 +1,18 @@
 """The training loop shared by both models: seeded, early-stopped on validation macro-F1.
 
-``accelerate`` places model and batches on a GPU where there is one, else the CPU.
+``accelerate`` places model and batches on a GPU where there is one, else the CPU, and runs the same
+loop data-parallel under ``accelerate launch --num_processes N`` (one process per GPU, or gloo on CPUs):
+
+- every process builds the same model, split and batch order from the same seed; ``prepare`` wraps the
+  model in DistributedDataParallel and hands each process whole batches of that order, round-robin;
+- ``TrainConfig.batch_size`` is the batch of one optimizer step over all processes, so each process
+  takes ``batch_size / N`` clips a step and the learning-rate schedule keeps its length: a run on N
+  processes trains with the tuned hyperparameters (raise ``batch_size`` to give each GPU more work);
+- augmentation and dropout draw from seeds offset by the process index (process 0 keeps the seed, so
+  one process trains bit for bit as before);
+- every epoch each process predicts its share of the validation clips, the predictions are gathered
+  with ``gather_for_metrics``, and the main process's early-stopping decision is broadcast, so all
+  processes stop at the same epoch and keep the same best weights.
 """
 
 from __future__ import annotations
@@ -11,10 +23,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast, parse_flag_from_env, set_seed
 from sklearn.metrics import f1_score
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from ser_models import features
@@ -26,7 +39,7 @@ class TrainConfig:
     """Every knob of a training run, in one visible place."""
 
     epochs: int = 60
-    batch_size: int = 32
+    batch_size: int = 32  # clips per optimizer step, over all processes of a distributed run
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     patience: int = 15  # epochs without a better validation macro-F1 before stopping
@@ -53,6 +66,20 @@ TRAIN_CONFIGS = {
     "mfcc-mlp": TrainConfig(spec_augment=False, label_smoothing=0.0),
 }
 MLP_ENSEMBLE_SIZE = 5
+VALIDATION_BATCH = 256  # clips per validation batch, over all processes
+
+
+def use_cpu() -> bool:
+    """Train on the CPU: no GPU here, or ``accelerate launch --cpu`` (ACCELERATE_USE_CPU) asked for it."""
+    return not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU")
+
+
+def distributed_state() -> PartialState:
+    """This process's place in the run: the only one, or one of ``accelerate launch --num_processes N``.
+
+    The first call joins the process group (gloo on CPUs, NCCL on GPUs); ``fit`` uses the same state.
+    """
+    return PartialState(cpu=use_cpu())
 
 
 def build_model(model_type: str, seed: int = 42) -> EmotionModel:
@@ -139,6 +166,60 @@ def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: t
     return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
 
+class LengthBucketedBatchSampler(Sampler[list[int]]):
+    """``length_bucketed_batches`` as a batch sampler: a new order from ``generator`` every epoch.
+
+    It has no ``batch_size`` attribute on purpose: ``accelerate`` then shards its batches, which vary
+    in size, as they are (whole batches, round-robin over the processes) instead of dropping the
+    batches that are not full. A lone clip left over joins another batch: BatchNorm cannot train on
+    a batch of one, and the smaller batches of many processes leave one over more often.
+    """
+
+    def __init__(self, lengths: torch.Tensor, clips_per_batch: int, generator: torch.Generator) -> None:
+        self.lengths, self.clips_per_batch, self.generator = lengths, clips_per_batch, generator
+
+    def __iter__(self):
+        batches = length_bucketed_batches(self.lengths, self.clips_per_batch, self.generator)
+        lone = [i for i, rows in enumerate(batches) if len(rows) == 1]
+        if self.clips_per_batch > 1 and lone and len(batches) > 1:
+            (i,) = lone  # only the last pool's last batch can fall short
+            rows = batches.pop(i)
+            batches[max(i - 1, 0)] = torch.cat([batches[max(i - 1, 0)], rows])
+        for rows in batches:
+            yield rows.tolist()
+
+    def __len__(self) -> int:
+        n, pool, size = len(self.lengths), 8 * self.clips_per_batch, self.clips_per_batch
+        batches = sum(-(-min(pool, n - start) // size) for start in range(0, n, pool))
+        return batches - (size > 1 and batches > 1 and (n - 1) % size == 0)
+
+
+class _Rows(Dataset):
+    """(log-mel, lengths, labels) tensors, read a whole batch of rows at a time (one gather, no collation)."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, row: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[row] for t in self.tensors)
+
+    def __getitems__(self, rows: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(rows)
+        return tuple(t[index] for t in self.tensors)
+
+
+def _as_batch(rows: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return rows
+
+
+def _loader(rows: _Rows, **kwargs) -> DataLoader:
+    # Its own generator, so that iterating draws nothing from the global torch RNG (dropout's).
+    return DataLoader(rows, collate_fn=_as_batch, generator=torch.Generator(), **kwargs)
+
+
 def fit(
     model: EmotionModel,
     train: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
@@ -150,32 +231,46 @@ def fit(
 
     Model inputs are made per batch with ``model.from_log_mel``, the function inference
     uses, so augmentation acts on the log-mel and no input is computed two ways.
+    Under ``accelerate launch`` every process calls this with the same arguments (see the module
+    docstring) and gets the same model back.
     """
     config = config or TrainConfig()
     started = time.perf_counter()
     set_seed(config.seed)
     if isinstance(model, MfccMLP):
         model.fit_scaler(model.from_log_mel(train[0], train[1]))
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=use_cpu())
+    processes, rank = accelerator.num_processes, accelerator.process_index
+    # The same batch order on every process; each trains on every N-th batch of a 1/N-size batching.
     batch_generator = torch.Generator().manual_seed(config.seed)
-    steps_per_epoch = -(-len(train[2]) // config.batch_size)
+    sampler = LengthBucketedBatchSampler(train[1], -(-config.batch_size // processes), batch_generator)
+    train_batches = _loader(_Rows(*train), batch_sampler=sampler)
+    validation_batches = _loader(_Rows(*validation), batch_size=-(-VALIDATION_BATCH // processes))
+    # accelerate steps a prepared scheduler once per process at every optimizer step.
+    scheduler_steps = config.epochs * processes * -(-len(sampler) // processes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=scheduler_steps)
+    model, optimizer, scheduler, train_batches, validation_batches = accelerator.prepare(
+        model, optimizer, scheduler, train_batches, validation_batches
     )
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     core = accelerator.unwrap_model(model)
-    mask_generator = torch.Generator().manual_seed(config.seed)
-    mix_seed = np.random.default_rng(config.seed)
+    if processes > 1:  # the initial weights are identical (DDP broadcasts them); the draws are not
+        set_seed(config.seed, device_specific=True)  # dropout and input noise: seed + process index
+    mask_generator = torch.Generator().manual_seed(config.seed + rank)
+    mix_seed = np.random.default_rng(config.seed + rank)
 
     best_f1, best_epoch, best_state, history = -1.0, 0, None, []
-    epochs = tqdm(range(1, config.epochs + 1), desc=f"train {core.model_type}", disable=not progress, mininterval=5)
+    epochs = tqdm(
+        range(1, config.epochs + 1),
+        desc=f"train {core.model_type}",
+        disable=not progress or not accelerator.is_main_process,
+        mininterval=5,
+    )
     for epoch in epochs:
         model.train()
-        total_loss = 0.0
-        for rows in length_bucketed_batches(train[1], config.batch_size, batch_generator):
-            log_mel, lengths, labels = (t[rows].to(accelerator.device) for t in train)
+        total_loss, clips = 0.0, 0
+        for log_mel, lengths, labels in train_batches:  # on accelerator.device already
             if config.noise > 0:
                 log_mel = add_mel_noise(log_mel, lengths, mask_generator, config.noise)
             if config.spec_augment:
@@ -193,19 +288,59 @@ def fit(
             optimizer.step()
             scheduler.step()
             total_loss += loss.item() * len(labels)
-        predictions = predict_logits(core, validation[0], validation[1]).argmax(dim=-1).numpy()
-        validation_f1 = float(f1_score(validation[2].numpy(), predictions, average="macro"))
-        history.append({"epoch": epoch, "loss": total_loss / len(train[2]), "validation_macro_f1": validation_f1})
-        if validation_f1 > best_f1:
+            clips += len(labels)
+        if processes > 1:
+            _share_buffers(core)
+        totals = accelerator.reduce(
+            torch.tensor([total_loss, clips], dtype=torch.float64, device=accelerator.device), "sum"
+        )
+        predictions, truth = _validation_predictions(core, validation_batches, accelerator)
+        validation_f1 = float(f1_score(truth, predictions, average="macro"))
+        history.append({"epoch": epoch, "loss": (totals[0] / totals[1]).item(), "validation_macro_f1": validation_f1})
+        # Every process has the same gathered predictions; the main process's decisions are still
+        # broadcast, so that no rounding anywhere can make one process stop or keep other weights.
+        improved = validation_f1 > best_f1
+        stop = epoch - (epoch if improved else best_epoch) >= config.patience
+        if processes > 1:
+            decided = torch.tensor([improved, stop], dtype=torch.int64, device=accelerator.device)
+            improved, stop = (bool(flag) for flag in broadcast(decided).tolist())
+        if improved:
             best_f1, best_epoch = validation_f1, epoch
             best_state = copy.deepcopy(core.state_dict())
         epochs.set_postfix(
             loss=f"{history[-1]['loss']:.3f}", val_f1=f"{validation_f1:.3f}", best=f"{best_f1:.3f}@{best_epoch}"
         )
-        if epoch - best_epoch >= config.patience:
+        if stop:
             break
     core.load_state_dict(best_state)
+    accelerator.free_memory()  # drop the DDP wrapper and optimizer; the next fit prepares its own
     return FitResult(core.cpu().eval(), best_epoch, best_f1, time.perf_counter() - started, history)
+
+
+def _share_buffers(model: nn.Module) -> None:
+    """Give every process the main process's BatchNorm running statistics.
+
+    DDP broadcasts them at the start of each training forward; after an epoch's last step each
+    process holds its own, which would make its share of the validation (and the kept weights) differ.
+    """
+    for buffer in model.buffers():
+        torch.distributed.broadcast(buffer.data, src=0)
+
+
+@torch.inference_mode()
+def _validation_predictions(
+    model: EmotionModel, batches: DataLoader, accelerator: Accelerator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true labels of every validation clip: each process predicts its share of the
+    batches, ``gather_for_metrics`` collects them and drops the clips repeated to even the shares."""
+    model.eval()
+    predictions, truth = [], []
+    for log_mel, lengths, labels in batches:
+        predicted = model(model.from_log_mel(log_mel, lengths, crop=True)).argmax(dim=-1)
+        predicted, labels = accelerator.gather_for_metrics((predicted, labels))
+        predictions.append(predicted.cpu())
+        truth.append(labels.cpu())
+    return torch.cat(predictions).numpy(), torch.cat(truth).numpy()
 
 
 def train_model(
