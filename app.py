@@ -58,6 +58,7 @@ from ser_models.demo import (  # noqa: E402
     take_recording,
     timeline_table,
 )
+from ser_models.denoise import available as noise_reduction_available  # noqa: E402
 from ser_models.plots import timeline_points  # noqa: E402
 from ser_models.segments import TIMELINE_MAX_SECONDS  # noqa: E402
 from ser_models.session import SpeakerSession  # noqa: E402
@@ -289,7 +290,9 @@ with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)") as demo:
                         info="After a few takes of different emotions, corrects the pull of your voice "
                         "(kept in this tab only).",
                     )
-                    denoise = gr.Checkbox(value=False, label="Reduce background noise")
+                    denoise = gr.Checkbox(
+                        value=False, label="Reduce background noise", visible=noise_reduction_available()
+                    )
                 analyze_button = gr.Button("Analyze", variant="primary", size="lg")
                 with gr.Accordion("How to get a good reading", open=False):
                     gr.Markdown(TIPS)

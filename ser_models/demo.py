@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from . import denoise as noise_reduction
 from . import features
 from .audio import MAX_SECONDS, AudioError, SilentAudioError, TooShortError, load_audio, to_mono_16k
 from .configs import ModelLoadError
-from .denoise import reduce_noise
 from .feedback import (
     DEFAULT_FEEDBACK_DIR,
     FEEDBACK_DIR_ENV,
@@ -595,8 +595,10 @@ def analyze(
     """One take: optionally noise-reduced first, and adapted to the speaker's earlier takes in ``session``."""
     samples, rate = read_input(audio)
     notes = []
-    if denoise:
-        samples, rate = reduce_noise(to_mono_16k(samples, rate)), features.SAMPLE_RATE
+    if denoise and not noise_reduction.available():
+        notes.append("Noise reduction is not installed on this server: the recording was analyzed as it is.")
+    elif denoise:
+        samples, rate = noise_reduction.reduce_noise(to_mono_16k(samples, rate)), features.SAMPLE_RATE
         notes.append("Background noise was reduced (spectral gating) before the analysis.")
     analysis = recognizer.analyze(samples, rate)
     if session is not None:

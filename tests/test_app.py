@@ -339,3 +339,11 @@ def test_a_refusal_names_what_went_wrong_in_its_first_words(server_url):
 
     with pytest.raises(Exception, match=r"^Cannot analyze this audio\. No audio: record the sentence"):
         Client(server_url, verbose=False).predict(None, "mel-cnn", "angry", api_name="/predict")
+
+
+def test_noise_reduction_without_its_extra_analyzes_as_recorded(monkeypatch, angry_clip):
+    from ser_models import denoise
+
+    monkeypatch.setattr(denoise, "available", lambda: False)
+    reading = analyze(load_recognizers({})["mel-cnn"], str(angry_clip), "angry", denoise=True)
+    assert "Noise reduction is not installed on this server" in reading.details

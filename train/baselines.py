@@ -36,7 +36,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "command": command_line("train.baselines", argv),
         **environment(),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         **run_baselines(data.load_ravdess(args.data), protocols, args.only),
     }
     report["seconds"] = round(time.perf_counter() - started, 1)
