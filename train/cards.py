@@ -399,29 +399,44 @@ def _report(name: str, reports: Path = REPORTS_DIR) -> dict | None:
 
 
 def calibration_section(reports: Path = REPORTS_DIR) -> str:
-    report = _report("calibration_mel-cnn.json", reports)
-    if not report:
+    parts = [
+        _calibration_part(report)
+        for report in (_report(f"calibration_{model}.json", reports) for model in ("mel-cnn", "mfcc-mlp"))
+        if report
+    ]
+    if not parts:
         return ""
+    return "## Calibration\n\n" + "\n".join(parts)
+
+
+def _calibration_part(report: dict) -> str:
     cv = report["cross_validated"]
     applied = report.get("applied")
-    shipped = (
-        f" The bundled model carries the folds' mean temperature, {applied['temperature']:.2f}, in its "
-        f"`config.json`, so the app and the API show calibrated probabilities (on its own validation actors, "
-        f"120 clips, ECE {applied['validation_ece_before']:.3f} at temperature 1 and "
-        f"{applied['validation_ece_after']:.3f} with it)."
-        if applied
-        else ""
-    )
+    helps = cv["nll_after"]["mean"] < cv["nll_before"]["mean"]
+    if applied:
+        shipped = (
+            f" The bundled model carries the folds' mean temperature, {applied['temperature']:.2f}, in its "
+            f"`config.json`, so the app and the API show calibrated probabilities (on its own validation actors, "
+            f"120 clips, ECE {applied['validation_ece_before']:.3f} at temperature 1 and "
+            f"{applied['validation_ece_after']:.3f} with it)."
+        )
+    elif not helps:
+        shipped = (
+            " The held-out log-likelihood does not improve, so the bundled model keeps temperature 1: "
+            "its probabilities are already about as calibrated as one temperature can make them."
+        )
+    else:
+        shipped = ""
     rows = "\n".join(
         f"| {fold['fold']} | {fold['temperature']:.2f} | {fold['before']['ece']:.3f} | {fold['after']['ece']:.3f} | "
         f"{fold['before']['nll']:.3f} | {fold['after']['nll']:.3f} |"
         for fold in cv["folds"]
     )
-    return f"""## Calibration
+    return f"""### `{report["model"]}`
 
 Temperature scaling: one temperature per fold, fitted (minimum negative log-likelihood) on the fold's
 validation actors, measured on its test actors, {len(cv["folds"])} speaker-independent folds. Expected
-calibration error (ECE, {report["bins"]} equal-width bins) falls from {f1(cv["ece_before"])} to
+calibration error (ECE, {report["bins"]} equal-width bins) goes from {f1(cv["ece_before"])} to
 {f1(cv["ece_after"])}; negative log-likelihood from {f1(cv["nll_before"])} to {f1(cv["nll_after"])}.
 Accuracy does not change (the ranking of the emotions is the same).{shipped}
 
