@@ -399,17 +399,14 @@ def _report(name: str, reports: Path = REPORTS_DIR) -> dict | None:
 
 
 def calibration_section(reports: Path = REPORTS_DIR) -> str:
-    parts = [
-        _calibration_part(report)
-        for report in (_report(f"calibration_{model}.json", reports) for model in ("mel-cnn", "mfcc-mlp"))
-        if report
-    ]
+    found = {model: _report(f"calibration_{model}.json", reports) for model in ("mel-cnn", "mfcc-mlp")}
+    parts = [_calibration_part(model, report) for model, report in found.items() if report]
     if not parts:
         return ""
     return "## Calibration\n\n" + "\n".join(parts)
 
 
-def _calibration_part(report: dict) -> str:
+def _calibration_part(model: str, report: dict) -> str:
     cv = report["cross_validated"]
     applied = report.get("applied")
     helps = cv["nll_after"]["mean"] < cv["nll_before"]["mean"]
@@ -432,7 +429,7 @@ def _calibration_part(report: dict) -> str:
         f"{fold['before']['nll']:.3f} | {fold['after']['nll']:.3f} |"
         for fold in cv["folds"]
     )
-    return f"""### `{report["model"]}`
+    return f"""### `{model}`
 
 Temperature scaling: one temperature per fold, fitted (minimum negative log-likelihood) on the fold's
 validation actors, measured on its test actors, {len(cv["folds"])} speaker-independent folds. Expected
