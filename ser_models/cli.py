@@ -6,6 +6,9 @@ progress bar and a throughput line on stderr. ``--segments`` gives each file's e
 to them (``ser_models.session``; with ``--segments``, each file's windows are adapted to that file's
 voice), ``--denoise`` reduces background noise first.
 
+``python -m ser_models score-corpus INPUT OUTPUT`` scores a whole corpus (a folder, or a Parquet or ``datasets``
+table of paths or audio bytes) on Ray Data into resumable Parquet shards (``ser_models.corpus``, the [corpus] extra).
+
 ``python -m ser_models export-onnx FOLDER...`` writes the ONNX export served by default
 (``model.onnx``) beside a model's weights; run it after replacing the weights.
 
@@ -32,9 +35,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from . import denoise
 from .audio import MAX_SECONDS, SAMPLE_RATE, AudioError, TooLongError, load_audio
 from .configs import ModelLoadError
-from .denoise import reduce_noise
 from .inference import EmotionRecognizer, find_speech, verdict
 from .labels import EMOTIONS
 from .registry import DEFAULT_MODEL, MODELS
@@ -78,6 +81,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--denoise", action="store_true", help="reduce background noise before the analysis")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    corpus = commands.add_parser(
+        "score-corpus",
+        help="score a corpus on Ray Data into Parquet shards (resumable; needs ser-models[corpus])",
+        description="Score every file of INPUT into Parquet shards under OUTPUT; run it again to resume. "
+        "Columns: index, file, verdict, snr_db (with --segments: segment, start, end), label, "
+        "prob_neutral ... prob_surprised, seconds, error.",
+    )
+    corpus.add_argument(
+        "input",
+        help="a folder of audio files (searched recursively), a Parquet file or folder, or a saved `datasets` table",
+    )
+    corpus.add_argument("output", help="the folder of Parquet shards (created; shards already there are skipped)")
+    corpus.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"bundled model ({', '.join(MODELS)}), a model folder or a Hub repo id (default {DEFAULT_MODEL})",
+    )
+    corpus.add_argument("--segments", action="store_true", help="one row per window of speech (emotion timelines)")
+    corpus.add_argument(
+        "--column", help="the table column of paths or audio bytes (default: audio, path, file, ... or the only one)"
+    )
+    corpus.add_argument(
+        "--address", help="a Ray cluster to run on (default: $RAY_ADDRESS, or Ray started in this process)"
+    )
+    corpus.add_argument("--workers", type=_positive, help="actors, each with the model loaded (default: one per CPU)")
+    corpus.add_argument("--batch-size", type=_positive, default=16, help="files per batch sent to an actor (16)")
+    corpus.add_argument("--shard-size", type=_positive, default=256, help="files per output shard (256)")
+    corpus.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     export = commands.add_parser("export-onnx", help="write model.onnx beside the weights of model folders")
     export.add_argument("folders", nargs="+", help="model folders (config.json and model.safetensors)")
     return parser
@@ -103,6 +134,11 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.command == "export-onnx":
         return _export_onnx(args.folders)
+    if args.command == "score-corpus":
+        return _score_corpus(args)
+    if args.denoise and not denoise.available():
+        print(f"error: {denoise.INSTALL_HINT}", file=sys.stderr)
+        return 2
     try:
         recognizer = EmotionRecognizer.from_pretrained(args.model)
     except ModelLoadError as error:
@@ -139,7 +175,7 @@ def _score(
     args: argparse.Namespace, recognizer: EmotionRecognizer, files: Sequence[str], write: Callable, progress
 ) -> tuple[int, float]:
     """Write the rows of every file; report each one that fails in one line. Returns (failed, seconds of audio)."""
-    prepare = reduce_noise if args.denoise else (lambda audio: audio)
+    prepare = denoise.reduce_noise if args.denoise else (lambda audio: audio)
     max_seconds = TIMELINE_MAX_SECONDS if args.segments else MAX_SECONDS
     failed, audio_seconds, results = 0, 0.0, []
 
@@ -225,6 +261,51 @@ def _export_onnx(folders: Sequence[str]) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _score_corpus(args: argparse.Namespace) -> int:
+    """``score-corpus``: exit 0 when every file of INPUT has its scores in OUTPUT, 1 when some are error rows
+    (this run's or an earlier one's), 2 when the job cannot start (no Ray, unreadable INPUT, a model that fails)."""
+    from . import corpus
+
+    try:  # here, once, so that a model that cannot load stops the job before Ray starts
+        EmotionRecognizer.from_pretrained(args.model)
+    except ModelLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    progress = None
+    try:
+        items = corpus.list_inputs(args.input, args.column)
+        progress = _progress(len(items), disabled=args.no_progress)
+        report = corpus.score_corpus(
+            args.input,
+            args.output,
+            model=args.model,
+            segments=args.segments,
+            workers=args.workers,
+            address=args.address,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            column=args.column,
+            progress=progress.update,
+            items=items,
+        )
+    except corpus.CorpusError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if progress is not None:
+            progress.close()
+    for line in report.summary_lines():
+        print(line, file=sys.stderr)
+    return 1 if report.failed or report.failed_earlier else 0
 
 
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:

@@ -190,3 +190,11 @@ def test_speech_buried_in_noise_is_uncertain_and_noise_alone_is_refused(angry_cl
     [line] = [line for line in err.splitlines() if line.startswith("error:")]
     assert line.startswith(f"error: '{tmp_path / 'hiss.wav'}': ") and "no speech" in line  # named once, in front
     assert line.count("hiss.wav") == 1 and err.splitlines()[-1].startswith("scored 1 of 2 file(s)")
+
+
+def test_denoise_without_its_extra_says_how_to_install_it(monkeypatch, capsys, angry_clip):
+    from ser_models import cli, denoise
+
+    monkeypatch.setattr(denoise, "available", lambda: False)
+    assert cli.main(["predict", "--denoise", str(angry_clip)]) == 2
+    assert "pip install 'ser-models[denoise]'" in capsys.readouterr().err
