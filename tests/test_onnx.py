@@ -63,7 +63,6 @@ def test_parity_on_random_batches(backends, batch):
     assert np.abs(expected - actual).max() < TOLERANCE
 
 
-
 @pytest.mark.parametrize("frames", [16, 48, 112, features.N_FRAMES])
 def test_cnn_export_takes_any_number_of_frames(frames):
     reference = EmotionRecognizer.from_pretrained("mel-cnn", backend="torch")
