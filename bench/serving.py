@@ -16,6 +16,7 @@ two environments compare like for like, e.g. the torch-based release against thi
 - CLI peak RSS: ``-m ser_models predict`` on 16 RAVDESS files, the process's own peak
 - app RSS: the app's resident memory once its page answers
 - p50 latency: ``EmotionRecognizer.predict`` of the default model on one decoded 4 s clip, after warm-up
+  (the median run of ``--repeats`` fresh processes)
 
 The figures merge into reports/bench_serving.json under ``--label``; the machine and whether torch was
 imported are written with them.
@@ -129,7 +130,7 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, default=None, help="checkout whose app.py and ser_models to run")
     parser.add_argument("--label", default="after")
     parser.add_argument("--calls", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3, help="cold starts are the median of this many")
+    parser.add_argument("--repeats", type=int, default=3, help="cold starts and latency: the median of this many runs")
     parser.add_argument("--output", type=Path, default=ROOT / "reports" / "bench_serving.json")
     args = parser.parse_args()
     if not CLIP.is_file():
@@ -148,7 +149,8 @@ def main() -> None:
     cli = [args.python, "-m", "ser_models", "predict", *map(str, files)]
     result["cli"] = {"files": len(files), **rounded(run_json(args.python, PEAK_RSS, *cli, cwd=cwd))}
     print("latency ...", flush=True)
-    result["latency"] = rounded(run_json(args.python, LATENCY, str(CLIP), str(args.calls), cwd=cwd))
+    runs = [run_json(args.python, LATENCY, str(CLIP), str(args.calls), cwd=cwd) for _ in range(args.repeats)]
+    result["latency"] = {**rounded(sorted(runs, key=lambda r: r["p50_ms"])[len(runs) // 2]), "runs": args.repeats}
     print("app cold start ...", flush=True)
     apps = [app_start(args.python, repo) for _ in range(args.repeats)]
     result["app"] = sorted(apps, key=lambda a: a["cold_start_s"])[len(apps) // 2]

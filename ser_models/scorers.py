@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +44,37 @@ def inputs_from_log_mel(config: ModelConfig, log_mel: np.ndarray, lengths: np.nd
 
 def model_inputs(config: ModelConfig, audio: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """The network's inputs from a (B, N_SAMPLES) batch of trimmed, zero-padded speech and its lengths."""
-    if isinstance(config, WhisperHeadConfig):
-        return whisper_inputs(config, audio, lengths)
-    return inputs_from_log_mel(config, features.log_mel_spectrogram(audio, lengths), lengths)
+    with single_threaded_blas():
+        if isinstance(config, WhisperHeadConfig):
+            return whisper_inputs(config, audio, lengths)
+        return inputs_from_log_mel(config, features.log_mel_spectrogram(audio, lengths), lengths)
+
+
+@cache
+def _blas():
+    """numpy's BLAS libraries, as threadpoolctl finds them (None without threadpoolctl)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController().select(user_api="blas")
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """numpy's matrix products (the mel projections) on one thread inside, the caller's setting after.
+
+    OpenBLAS's second thread keeps spinning after a product and takes the core that onnxruntime's
+    threads run the encoder on next: on 2 cores with one busy, whisper-layers took 88 ms a clip with
+    BLAS on 2 threads and 50 ms on 1 (bench/serving.py's clip). The products here are small enough that
+    a second thread saves nothing. The limit is process-wide for its duration (2.5 µs to set and restore).
+    """
+    blas = _blas()
+    if blas is None or not blas.lib_controllers:
+        yield
+        return
+    with blas.limit(limits=1):
+        yield
 
 
 def whisper_encoder(config: WhisperHeadConfig):
