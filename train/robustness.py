@@ -541,15 +541,23 @@ def ship(store, copies, clean, extra_sets, report: dict, args) -> dict:
 
 
 def folds_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
-    """Saved fold models of any type (``train.crossval --save-models``) scored on the grid through the served path."""
+    """Saved fold models of any type (``train.crossval --save-models``) scored on the grid through the served path.
+
+    Scores the folds that were saved (``fold0`` ... ``fold4``); the report lists them, so a run with fewer
+    than all folds says so.
+    """
     clips = ravdess(args.data)
     folds = splits.speaker_independent_splits(clips.speakers)
     store = FeatureStore(clips, folds, args.cache)
     names = [c.name for c in corrupt.EVALUATION_GRID]
-    table = np.zeros((len(names), len(folds)))
+    scored = [k for k in range(len(folds)) if (args.folds / f"fold{k}").is_dir()]
+    if not scored:
+        raise SystemExit(f"no saved fold models (fold0 ... fold{len(folds) - 1}) in {args.folds}")
+    table = np.zeros((len(names), len(scored)))
     for c in range(len(names)):
         audio = degraded(clips, c, store.evaluation_talkers)
-        for k, split in enumerate(folds):
+        for column, k in enumerate(scored):
+            split = folds[k]
             recognizer = EmotionRecognizer.from_pretrained(args.folds / f"fold{k}")
             probabilities = np.full((len(split.test), len(EMOTIONS)), np.nan)
             for j, i in enumerate(split.test):
@@ -557,13 +565,15 @@ def folds_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
                     probabilities[j] = list(recognizer.predict_speech([recognizer.trim(audio[i])])[0].values())
                 except AudioError:
                     pass
-            table[c, k] = accuracy(probabilities, clips.labels[split.test])
+            table[c, column] = accuracy(probabilities, clips.labels[split.test])
         print(f"{names[c]:>16}: {table[c].mean():.1%} ± {table[c].std():.1%}")
     report = {
         "model": args.name,
         "command": command_line("train.robustness", argv),
         "device": device_name(),
         "protocol": "speaker-independent",
+        "folds_scored": scored,
+        "folds_total": len(folds),
         "grid": {
             name: {"mean": float(table[c].mean()), "std": float(table[c].std()), "folds": table[c].tolist()}
             for c, name in enumerate(names)
