@@ -28,7 +28,8 @@ from ser_models import EMOTIONS, load_audio
 from ser_models.demo import (
     EXAMPLE_SOURCES,
     EXAMPLES_DIR,
-    LIVE_MAX_IDLE,
+    LIVE_IDLE_SECONDS,
+    LIVE_WATCH_SECONDS,
     PRIVACY,
     SKIPPED_CHUNK_MAX_AGE,
     SWEEP_SECONDS,
@@ -71,7 +72,7 @@ def test_the_page_states_the_limits_the_code_keeps():
     assert f"at the latest {(TAKE_MAX_AGE + SWEEP_SECONDS) / 60:.0f} minutes" in text
     assert f"within {SKIPPED_CHUNK_MAX_AGE + SWEEP_SECONDS:.0f} s" in text
     assert "still uploading when you press stop" in text
-    assert f"send nothing for {LIVE_MAX_IDLE + SWEEP_SECONDS:.0f} s" in text
+    assert f"send nothing for {LIVE_IDLE_SECONDS + LIVE_WATCH_SECONDS:.0f} s" in text
     assert "consent box" in text
 
 
@@ -80,7 +81,9 @@ def test_an_upload_is_deleted_once_read_and_nothing_outside_the_folder_is(tmp_pa
     path = upload_into(uploads.root, "take.flac", angry_clip.read_bytes())
     samples = uploads.read(str(path))
     assert samples.dtype == np.float32 and samples.size > 16000
-    assert not path.exists() and not path.parent.exists()  # its folder too, when empty
+    assert not path.exists() and path.parent.exists()  # its empty folder goes with the sweep (see below)
+    uploads.sweep(now=time.time() + UploadFolder.EMPTY_FOLDER_AGE + 1)
+    assert not path.parent.exists()
     with pytest.raises(RecordingGoneError, match="deleted once it has been analyzed"):
         uploads.read(str(path))
     assert uploads.read(str(angry_clip)).size == samples.size and angry_clip.exists()  # not in the folder
@@ -88,6 +91,19 @@ def test_an_upload_is_deleted_once_read_and_nothing_outside_the_folder_is(tmp_pa
     with pytest.raises(Exception, match="could not be decoded"):
         uploads.read(str(broken))
     assert not broken.exists()  # deleted even when it is not audio
+
+
+def test_two_uploads_of_the_same_file_are_one_file_deleted_after_the_last_analysis(tmp_path, angry_clip):
+    uploads = UploadFolder(tmp_path)
+    path = upload_into(tmp_path, "clip.flac", angry_clip.read_bytes())  # Gradio: <hash of the bytes>/<name>
+    uploads.expect(path)  # one user's upload ...
+    uploads.expect(path)  # ... and another's of the same file: the same path
+    assert uploads.read(str(path)).size > 16000 and path.exists()  # the other one still waits for it
+    assert uploads.read(str(path)).size > 16000 and not path.exists()
+    uploads.expect(path := upload_into(tmp_path, "chunk.wav", wav_bytes(np.zeros(1600, np.float32))))
+    uploads.expect(path)
+    assert uploads.done(path) is False and path.exists()  # one refused (or skipped): the other is still read
+    assert uploads.done(path) is True and not path.exists()
 
 
 def test_the_bundled_examples_are_never_deleted(tmp_path):
@@ -186,6 +202,51 @@ def test_middleware_reports_the_files_a_stream_request_names_and_passes_it_on(tm
     asyncio.run(post("/gradio_api/queue/join"))
     assert seen_by_app == [body, body] and len(chunks) == 1
     assert file_paths(body) == ["/tmp/gradio/x/audio.wav"] and file_paths({"path": "not a file"}) == []
+
+
+def test_the_examples_cache_keeps_only_the_most_recent_folders(tmp_path):
+    from ser_models.demo import EXAMPLES_CACHES_KEPT, prune_examples_cache
+
+    folders = []
+    for index in range(7):
+        folder = tmp_path / f"mel-cnn-{index:016x}"
+        (folder / "30").mkdir(parents=True)
+        (folder / "30" / "log.csv").write_text("results")
+        os.utime(folder, (1000 + index, 1000 + index))
+        folders.append(folder)
+    unrelated = tmp_path / "notes"
+    unrelated.mkdir()
+    current = tmp_path / f"whisper-layers-{'a' * 16}"  # this process's: not written yet, kept whatever happens
+    removed = prune_examples_cache(current)
+    assert sorted(removed) == folders[: 7 - (EXAMPLES_CACHES_KEPT - 1)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f.name for f in folders[-3:]] + ["notes"])
+    current.mkdir()  # now the newest: another process (other weights) starting keeps it
+    prune_examples_cache(folders[0].with_name("mel-cnn-" + "f" * 16))
+    assert current.exists() and len([p for p in tmp_path.iterdir() if p.name != "notes"]) == EXAMPLES_CACHES_KEPT - 1
+
+
+def test_the_folders_of_dead_app_processes_are_removed_at_start(tmp_path):
+    from ser_models.demo import private_temp_dir, remove_stale_temp_dirs
+
+    dead, fresh, alive = tmp_path / "ser-app-999999999-abc", tmp_path / "ser-app-999999998-def", None
+    for folder in (dead, fresh):
+        (folder / "hash").mkdir(parents=True)
+        (folder / "hash" / "take.wav").write_bytes(b"RIFF")
+    old = time.time() - UPLOAD_MAX_AGE - 2 * SWEEP_SECONDS
+    for path in (dead / "hash" / "take.wav", dead / "hash", dead):
+        os.utime(path, (old, old))
+    alive = private_temp_dir({"GRADIO_TEMP_DIR": str(tmp_path)})  # this process's: its pid is in the name
+    os.utime(alive, (old, old))
+    assert remove_stale_temp_dirs(tmp_path) == []  # the dead one went when private_temp_dir started
+    assert not dead.exists() and fresh.exists() and alive.exists()  # fresh: touched within 10 minutes
+
+
+def test_the_record_gradio_keeps_of_every_upload_forgets_deleted_files(tmp_path):
+    from ser_models.demo import forget_missing
+
+    kept = upload_into(tmp_path, "a.wav", b"RIFF")
+    paths = {str(kept), str(tmp_path / "gone" / "b.wav")}
+    assert forget_missing(paths) == 1 and paths == {str(kept)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -383,6 +444,26 @@ def test_a_refused_recording_is_one_log_line_with_the_title_and_no_traceback(app
     assert lines == [lines[0]] and lines[0].startswith("INFO app: Cannot analyze this audio.")
     assert "Traceback" not in log
     assert app.audio_files() == []
+
+
+def test_a_refused_long_recording_or_live_chunk_is_one_log_line_too(app):
+    tab = Browser(app.url)
+    notes = tab.upload("minutes.wav", b"These are the minutes of the meeting, not audio.\n" * 40)
+    with pytest.raises(RuntimeError, match=r"Cannot analyze this audio\. 'minutes\.wav' could not be decoded"):
+        tab.call("timeline", [notes, "mel-cnn", False])
+    chunk = tab.upload("chunk.wav", b"\x89PNG\r\n\x1a\n" + bytes(500))
+    label, status = tab.call("live_chunk", [chunk, "mel-cnn"])
+    assert not label and status.startswith("Skipped a chunk: 'chunk.wav' could not be decoded")
+    again = tab.upload("chunk.wav", b"\x89PNG\r\n\x1a\n" + bytes(500))
+    assert tab.call("live_chunk", [again, "mel-cnn"])[1] == status  # the same refusal again: logged once
+    time.sleep(0.5)
+    log = app.log.read_text()
+    assert [line for line in log.splitlines() if "minutes.wav" in line] == [
+        "INFO app: Cannot analyze this audio. 'minutes.wav' could not be decoded as audio (not a recognised audio "
+        "or video format). Supported formats: WAV, FLAC, MP3, OGG, M4A/AAC, WebM/Opus, MP4, MOV, MKV, AMR, AIFF, WMA."
+    ]
+    assert len([line for line in log.splitlines() if "chunk.wav" in line]) == 1
+    assert "Traceback" not in log and app.audio_files() == []
 
 
 def test_an_agent_calls_the_prediction_tool_and_nothing_of_its_audio_is_kept(app):
