@@ -462,13 +462,16 @@ class App:
                 pass
         return total
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """Stop the app (SIGTERM, then SIGKILL after 30 s); its exit status."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait()
+        return self.process.returncode
 
 
 class RawClient:

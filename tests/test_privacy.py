@@ -7,17 +7,13 @@ start app.py with GRADIO_TEMP_DIR pointing at a temporary folder, talk to it the
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import secrets
 import shutil
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +44,11 @@ from ser_models.demo import (
 from ser_models.feedback import FeedbackStore
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from reliability import App as AppProcess  # noqa: E402
+from reliability import wav_bytes  # noqa: E402
+
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".webm", ".mp4", ".aac", ".opus"}
-
-
-def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
 
 
 def upload_into(folder: Path, name: str, data: bytes) -> Path:
@@ -253,46 +247,13 @@ def test_the_record_gradio_keeps_of_every_upload_forgets_deleted_files(tmp_path)
 # The running app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class App:
-    """app.py in a subprocess, its temporary folder and log where the test can see them."""
+class App(AppProcess):
+    """app.py in a subprocess (bench/reliability.py's), with where its examples cache lives."""
 
     def __init__(self, folder: Path) -> None:
-        self.temp = folder / "gradio-temp"
+        super().__init__(folder, env={"GRADIO_EXAMPLES_CACHE": str(folder / "examples-cache")})
         self.examples_cache = folder / "examples-cache"
         self.feedback = folder / "feedback"
-        self.log = folder / "server.log"
-        port = _free_port()
-        env = {
-            **os.environ,
-            "GRADIO_SERVER_PORT": str(port),
-            "GRADIO_ANALYTICS_ENABLED": "False",
-            "HF_HUB_OFFLINE": "1",
-            "GRADIO_TEMP_DIR": str(self.temp),
-            "GRADIO_EXAMPLES_CACHE": str(self.examples_cache),
-            "SER_FEEDBACK_DIR": str(self.feedback),
-        }
-        self.url = f"http://127.0.0.1:{port}/"
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"app.py exited early:\n{self.log.read_text()}")
-            try:
-                urllib.request.urlopen(self.url, timeout=2)
-                return
-            except OSError:
-                time.sleep(0.3)
-        self.stop()
-        pytest.fail("app.py did not start within 120 s")
 
     def audio_files(self) -> list[Path]:
         """Every audio file under the temporary folder, except Gradio's copies of the bundled examples."""
@@ -301,15 +262,6 @@ class App:
             for p in self.temp.rglob("*")
             if p.is_file() and not is_bundled_example(p) and (p.suffix.lower() in AUDIO_SUFFIXES or p.suffix == "")
         ]
-
-    def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.returncode
 
 
 @pytest.fixture(scope="module")
