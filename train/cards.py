@@ -1042,8 +1042,9 @@ as wrong. Mean ± std over the 5 folds (over fewer where the heading says so):""
         if done is not None and len(done) < total:
             parts.append(
                 f"`{model}` is scored on folds {', '.join(map(str, done))} only (of {total}): its fold models take "
-                "about 20 minutes each on this 2-core CPU and that run was stopped early; the same commands with "
-                "every fold complete the column."
+                "about 8 minutes each on an idle 2-core CPU (20 when it is shared) and were trained in several runs "
+                "(`--only-folds`) that did not reach the last ones; the same commands with every fold complete "
+                "the column."
             )
     return "\n\n".join(parts) + "\n"
 
