@@ -8,6 +8,7 @@ SER_WHISPER_LAYERS_MODEL, SER_CNN_MODEL or SER_MLP_MODEL to a Hub repo id or a f
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import os
@@ -197,6 +198,8 @@ async def in_lane(lane: Lane, work: Callable, audio: str | None, request: gr.Req
     refusal = None
     try:
         async with lane.slot(client_address(request), client_gone(event)):
+            if inspect.iscoroutinefunction(work):  # work that awaits its own threads
+                return await work()
             if executor is not None:
                 return await run_in(executor, work)
             return await anyio.to_thread.run_sync(work)
@@ -406,18 +409,7 @@ async def live_chunk(chunk: str | None, model: str, request: gr.Request = None):
         refuse("live_chunk keeps a session's last 4 s between calls: call it from a client session", "Invalid input")
     client = client_address(request)
     step = partial(live_step_in, f"chunks:{session}", client, session, chunk, model, request)
-    event = current_event()
-    refusal = None
-    try:
-        async with SHORT.slot(client, client_gone(event)):
-            return await step()
-    except BusyError as error:
-        refusal = str(error)
-    except ClientGoneError:
-        discard(chunk, request)
-        gone()
-    discard(chunk, request)
-    refuse(refusal, BUSY)
+    return await in_lane(SHORT, step, chunk, request)
 
 
 WATCH: list[asyncio.Task] = []  # the task that ends idle live streams, started by the first chunk
