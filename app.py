@@ -77,6 +77,7 @@ from ser_models.demo import (  # noqa: E402
     describe_timeline,
     examples,
     examples_cache_folder,
+    examples_known_playable,
     forget_missing,
     last_reading,
     live_step,
@@ -511,18 +512,19 @@ with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)") as demo:
             with gr.Column(scale=1):
                 spectrogram = gr.HTML(label="Spectrogram of the speech the model analyzed")
                 details = gr.Markdown(label="Details")
-        example_clips = gr.Examples(
-            [[str(clip.path), clip.emotion, DEFAULT_MODEL] for clip in EXAMPLES],
-            inputs=[audio, target, model],
-            outputs=[probabilities, verdict, spectrogram, details],
-            fn=example,
-            cache_examples=True,
-            cache_mode="eager",
-            example_labels=[clip.label for clip in EXAMPLES],
-            label="Or try an example: one RAVDESS actor per emotion (click one)",
-            preload=False,
-            api_name="example",
-        )
+        with examples_known_playable():
+            example_clips = gr.Examples(
+                [[str(clip.path), clip.emotion, DEFAULT_MODEL] for clip in EXAMPLES],
+                inputs=[audio, target, model],
+                outputs=[probabilities, verdict, spectrogram, details],
+                fn=example,
+                cache_examples=True,
+                cache_mode="eager",
+                example_labels=[clip.label for clip in EXAMPLES],
+                label="Or try an example: one RAVDESS actor per emotion (click one)",
+                preload=False,
+                api_name="example",
+            )
         gr.Markdown(EXAMPLES_ATTRIBUTION)
         with gr.Accordion("Was the model right? Help it improve", open=False):
             with gr.Row():

@@ -19,7 +19,7 @@ import threading
 import time
 import warnings
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -195,6 +195,25 @@ def is_bundled_example(path: str | os.PathLike | None) -> bool:
     except OSError:
         return False
     return hashlib.sha256(data).hexdigest() == _example_digests()[Path(path).name]
+
+
+@contextlib.contextmanager
+def examples_known_playable() -> Iterator[None]:
+    """Around ``gr.Examples``: Gradio runs ffprobe on every example clip to learn whether a browser can
+    play it (60 ms a clip here, half a second of every start-up). The bundled clips are FLAC, which every
+    browser plays, so they are answered without it; any other file is still probed."""
+    from gradio import processing_utils
+
+    probe = processing_utils.audio_is_playable
+
+    def playable(path: str) -> bool:
+        return Path(path).parent == EXAMPLES_DIR and Path(path).name in EXAMPLE_SOURCES or probe(path)
+
+    processing_utils.audio_is_playable = playable
+    try:
+        yield
+    finally:
+        processing_utils.audio_is_playable = probe
 
 
 def examples_cache_folder(model: str, sources: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> Path:

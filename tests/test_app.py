@@ -285,6 +285,25 @@ def test_examples_cache_is_named_after_the_weights_that_compute_it(tmp_path):
     assert examples_cache_folder("mel-cnn", bundled, environ={}).parent == Path(".gradio/cached_examples")
 
 
+def test_the_bundled_examples_are_known_playable_without_running_ffprobe(tmp_path, monkeypatch):
+    from gradio import processing_utils
+
+    from ser_models.demo import EXAMPLES_DIR, examples, examples_known_playable
+
+    probed = []
+    original = processing_utils.audio_is_playable
+    monkeypatch.setattr(processing_utils, "FFprobe", lambda **kwargs: probed.append(kwargs) or 1 / 0)
+    other = tmp_path / examples()[0].path.name
+    other.write_bytes(examples()[0].path.read_bytes())
+    with examples_known_playable():
+        assert all(processing_utils.audio_is_playable(str(clip.path)) for clip in examples())
+        assert probed == []
+        with pytest.raises(ZeroDivisionError):  # any other file, even a copy of an example, is still probed
+            processing_utils.audio_is_playable(str(other))
+        assert len(probed) == 1 and EXAMPLES_DIR != other.parent
+    assert processing_utils.audio_is_playable is original
+
+
 @pytest.mark.slow
 def test_every_endpoint_names_its_inputs_and_outputs(server_url):
     from gradio_client import Client
