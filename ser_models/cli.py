@@ -32,11 +32,12 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from . import denoise
-from .audio import MAX_SECONDS, SAMPLE_RATE, AudioError, TooLongError, load_audio
+from .audio import MAX_SECONDS, SAMPLE_RATE, AudioError, ClippingWarning, TooLongError, load_audio
 from .configs import ModelLoadError
 from .inference import EmotionRecognizer, find_speech, verdict
 from .labels import EMOTIONS
@@ -188,7 +189,10 @@ def _score(
         names, speech, snrs = [], [], []
         for name in batch:
             try:  # load_audio's messages name the file (as given here, folders and all)
-                audio = load_audio(name, max_seconds=max_seconds, name=name)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", ClippingWarning)
+                    audio = load_audio(name, max_seconds=max_seconds, name=name)
+                _warn(progress, name, caught)
             except TooLongError as error:
                 hint = "" if args.segments else " Or use --segments for the emotion timeline of a long recording."
                 report(f"{error}{hint}")
@@ -222,6 +226,15 @@ def _score(
             write(name, adapted, verdict=verdict(adapted, snr, recognizer.confidence_threshold), snr_db=snr)
     sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
     return failed, audio_seconds
+
+
+def _warn(progress, name: str, caught: list[warnings.WarningMessage]) -> None:
+    """A clipped recording is scored but said, in one line naming the file; other warnings go on as they came."""
+    for warning in caught:
+        if issubclass(warning.category, ClippingWarning):
+            progress.write(f"warning: {name!r}: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def expand(paths: Sequence[str], recursive: bool = False) -> Iterator[str]:

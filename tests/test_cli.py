@@ -74,6 +74,23 @@ def test_a_too_long_recording_suggests_segments(tmp_path, capsys):
     assert err[0].endswith("Or use --segments for the emotion timeline of a long recording.")
 
 
+def test_a_clipped_recording_is_scored_with_one_warning_line_naming_it(angry_clip, tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    audio, rate = sf.read(angry_clip, dtype="float32")
+    sf.write(tmp_path / "loud.wav", np.clip(audio * 40, -1, 1), rate)
+    assert main(["predict", str(tmp_path / "loud.wav"), "--model", "mfcc-mlp", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["file"] == str(tmp_path / "loud.wav")
+    err = captured.err.splitlines()
+    assert len(err) == 2 and err[-1].startswith("scored 1 of 1 file(s)")
+    assert (
+        err[0] == f"warning: '{tmp_path / 'loud.wav'}': the recording is clipped (too loud): move away from the "
+        "microphone or lower the input gain"
+    )
+
+
 def test_output_to_a_reader_that_went_away_ends_quietly(sample_clips):
     """`python -m ser_models predict --segments ... | head -3`: once head has its lines and exits, the CLI stops
     with the status a Unix tool killed by SIGPIPE has (141), and no traceback."""
