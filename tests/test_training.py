@@ -101,3 +101,35 @@ def test_noise_augmentation_adds_power_only_inside_the_speech():
     for i, frames in enumerate(speech_frames.tolist()):
         assert (noisy[i, :, :frames] > log_mel[i, :, :frames] + 1e-3).any()
         assert torch.allclose(noisy[i, :, frames:], torch.maximum(log_mel[i, :, frames:], noisy[i].amax() - 80))
+
+
+def test_multi_condition_folds_train_on_their_rows_and_copies_and_validate_and_test_on_clean(monkeypatch):
+    import torch
+
+    from ser_models import features
+    from train import splits
+    from train.trainer import FitResult, TrainConfig, build_model
+
+    seen = []
+
+    def fake_train_model(model_type, train, validation, config):
+        seen.append((train, validation))
+        return FitResult(build_model(model_type), best_epoch=1, best_validation_f1=0.0, seconds=0.0)
+
+    monkeypatch.setattr(crossval, "train_model", fake_train_model)
+    actors = np.repeat(np.arange(1, 21), 2)
+    shape = (actors.size, features.N_MELS, features.N_FRAMES)
+    lengths, labels = torch.full((actors.size,), 16_000), torch.arange(actors.size) % len(EMOTIONS)
+    copies = [(torch.full(shape, 1.0), lengths), (torch.full(shape, 2.0), lengths)]
+    fold_splits = splits.speaker_independent_splits(actors)
+    crossval.cross_validate(
+        "mfcc-mlp", torch.zeros(shape), lengths, labels, fold_splits, actors, TrainConfig(), None, [0], copies
+    )
+    [(train, validation)] = seen
+    k = len(fold_splits[0].train)
+    assert len(train[0]) == 3 * k and train[0][:k].eq(0).all() and train[0][k : 2 * k].eq(1).all()
+    assert train[0][2 * k :].eq(2).all() and train[2].tolist() == labels[fold_splits[0].train].tolist() * 3
+    assert validation[0].eq(0).all() and len(validation[0]) == len(fold_splits[0].validation)
+    with pytest.raises(SystemExit, match="every actor"):
+        crossval.corrupted_copies(None, [1, 2], 2)
+    assert crossval.corrupted_copies(None, None, 0) == []

@@ -44,6 +44,18 @@ def load_features(source: str | None = None, actors: list[int] | None = None, nu
     return log_mel, lengths, labels, np.asarray(dataset["actor"])
 
 
+def corrupted_copies(source: str | None, actors: list[int] | None, copies: int) -> list[tuple[torch.Tensor, ...]]:
+    """``copies`` corrupted copies of every clip's inputs for multi-condition training (none for 0)."""
+    if not copies:
+        return []
+    if actors:
+        raise SystemExit("--corrupted-copies needs every actor: its babble comes from each clip's fold-mates")
+    from train.robustness import corrupted_log_mels  # robustness scores fold models with this module's helpers
+
+    with distributed_state().main_process_first():
+        return corrupted_log_mels(source, copies)
+
+
 def protocol_splits(protocol: str, actor_of_row: np.ndarray, labels: np.ndarray, n_folds: int) -> list[splits.Split]:
     if protocol == "speaker-independent":
         return splits.speaker_independent_splits(actor_of_row, n_folds)
@@ -66,9 +78,12 @@ def cross_validate(
     config: TrainConfig,
     save_to: Path | None = None,
     only_folds: list[int] | None = None,
+    corrupted: list[tuple[torch.Tensor, torch.Tensor]] = (),
 ) -> dict:
     """Train and test one model per fold. With ``save_to``, each fold's model, its row indices and its
-    validation and test logits are kept (``save_to/fold<k>/``) for later analyses such as calibration."""
+    validation and test logits are kept (``save_to/fold<k>/``) for later analyses such as calibration.
+    ``corrupted`` holds corrupted copies (log-mel, lengths) of every row: a fold trains on its training
+    rows and their copies, and is validated and tested on clean rows."""
     state = distributed_state()
     with state.main_process_first():
         metric = evaluate.load(METRICS_MODULE)
@@ -80,7 +95,11 @@ def cross_validate(
         def rows(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             return log_mel[index], lengths[index], labels[index]
 
-        result = train_model(model_type, rows(split.train), rows(split.validation), config)
+        train_rows = rows(split.train)
+        if corrupted:
+            copies = [(m[split.train], n[split.train], labels[split.train]) for m, n in corrupted]
+            train_rows = tuple(torch.cat(parts) for parts in zip(train_rows, *copies, strict=True))
+        result = train_model(model_type, train_rows, rows(split.validation), config)
         test_logits = predict_logits(result.model, log_mel[split.test], lengths[split.test])
         predictions = test_logits.argmax(dim=-1).numpy()
         if save_to is not None and state.is_main_process:
@@ -198,6 +217,12 @@ def main(argv: list[str] | None = None) -> dict:
         "--noise", type=float, default=None, help="train with white/babble noise mixed into this share of clips"
     )
     parser.add_argument(
+        "--corrupted-copies",
+        type=int,
+        default=0,
+        help="multi-condition training: this many corrupted copies of every training clip (train.robustness's chains)",
+    )
+    parser.add_argument(
         "--num-proc", type=int, default=None, help="processes for the log-mel extraction (datasets.map num_proc)"
     )
     parser.add_argument("--only-folds", type=int, nargs="*", default=None, help="run these folds only (0-based)")
@@ -219,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
         config = replace(config, learning_rate=args.learning_rate)
     state = distributed_state()
     log_mel, lengths, labels, actor_of_row = load_features(args.data, args.actors, num_proc=args.num_proc)
+    corrupted = corrupted_copies(args.data, args.actors, args.corrupted_copies)
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
     report = {
         "model": args.model,
@@ -226,6 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": device_name(),
         "processes": state.num_processes,
         "train_config": asdict(config),
+        "corrupted_copies": args.corrupted_copies,
         "actors": sorted({int(a) for a in actor_of_row}),
         "clips": len(labels),
         "protocols": {},
@@ -234,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
         fold_splits = protocol_splits(protocol, actor_of_row, labels.numpy(), args.folds)
         save_to = args.save_models / protocol if args.save_models else None
         result = cross_validate(
-            args.model, log_mel, lengths, labels, fold_splits, actor_of_row, config, save_to, args.only_folds
+            args.model, log_mel, lengths, labels, fold_splits, actor_of_row, config, save_to, args.only_folds, corrupted
         )
         report["protocols"][protocol] = result
         if not state.is_main_process:  # the same results on every process; the main one writes them

@@ -99,6 +99,29 @@ def training_copies(clips: Clips, copy: int, talkers_of_row: list[list[np.ndarra
     ]
 
 
+def corrupted_log_mels(source: str | None, copies: int, cache: Path = CACHE_DIR) -> list[tuple[torch.Tensor, ...]]:
+    """``head``'s training copies (the same seeded chains, babble from each clip's fold-mates) as the CNN's and
+    MLP's inputs: (log-mel, speech length) per copy, row for row with ``data.load_ravdess(source)``, cached."""
+    clips = ravdess(source)
+    store = FeatureStore(clips, splits.speaker_independent_splits(clips.speakers), cache)
+    out = []
+    for copy in range(copies):
+        path = cache / f"logmel-{store.key}-train{copy}.npz"
+        if not path.is_file():
+            speech = [features.trim_silence(a).audio for a in training_copies(clips, copy, store.training_talkers)]
+            log_mels, lengths = [], []
+            for start in range(0, len(speech), 64):
+                audio, length = features.batch_inputs(speech[start : start + 64])
+                log_mels.append(features.log_mel_spectrogram(audio))
+                lengths.append(length)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path.with_suffix(".partial.npz"), log_mel=np.concatenate(log_mels), length=np.concatenate(lengths))
+            path.with_suffix(".partial.npz").rename(path)
+        with np.load(path) as stored:
+            out.append((torch.from_numpy(stored["log_mel"]), torch.from_numpy(stored["length"]).long()))
+    return out
+
+
 @dataclass
 class WindowFeatures:
     """Encoder features of every served 4 s window, which clip each belongs to, and the refused clips."""

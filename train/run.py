@@ -25,7 +25,7 @@ import torch
 
 from ser_models.registry import WEIGHTS_DIR
 from train import data, splits
-from train.crossval import device_name, load_features
+from train.crossval import corrupted_copies, device_name, load_features
 from train.reports import REPORTS_DIR, command_line, write_report
 from train.trainer import TRAIN_CONFIGS, distributed_state, train_model
 
@@ -43,6 +43,12 @@ def main(model_type: str, argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=None, help="override the seed (default 42)")
     parser.add_argument(
         "--num-proc", type=int, default=None, help="processes for the log-mel extraction (datasets.map num_proc)"
+    )
+    parser.add_argument(
+        "--corrupted-copies",
+        type=int,
+        default=0,
+        help="multi-condition training: this many corrupted copies of every training clip (train.robustness's chains)",
     )
     parser.add_argument("--reports", type=Path, default=REPORTS_DIR)
     parser.add_argument(
@@ -62,11 +68,15 @@ def main(model_type: str, argv: list[str] | None = None) -> dict:
     }
     config = replace(config, **{key: value for key, value in overrides.items() if value is not None})
     log_mel, lengths, labels, actor_of_row = load_features(args.data, args.actors, num_proc=args.num_proc)
+    corrupted = corrupted_copies(args.data, args.actors, args.corrupted_copies)
     actors = sorted({int(a) for a in actor_of_row})
     validation_actors = splits.validation_pair(splits.actor_folds(actors)[0])
     is_validation = np.isin(actor_of_row, validation_actors)
     train_rows, validation_rows = np.flatnonzero(~is_validation), np.flatnonzero(is_validation)
     train_set = (log_mel[train_rows], lengths[train_rows], labels[train_rows])
+    for copy_log_mel, copy_lengths in corrupted:  # multi-condition: the same clips, corrupted
+        copy = (copy_log_mel[train_rows], copy_lengths[train_rows], labels[train_rows])
+        train_set = tuple(torch.cat(parts) for parts in zip(train_set, copy, strict=True))
     feedback_rows = 0
     if args.feedback:
         # Feedback only ever adds training rows: its speakers are unknown, so it cannot validate.
@@ -89,6 +99,7 @@ def main(model_type: str, argv: list[str] | None = None) -> dict:
         "train_actors": sorted(set(actors) - set(validation_actors)),
         "validation_actors": validation_actors,
         "feedback_clips": feedback_rows,
+        "corrupted_copies": args.corrupted_copies,
         "best_epoch": result.best_epoch,
         "validation_macro_f1": result.best_validation_f1,
         "train_seconds": round(result.seconds, 1),
