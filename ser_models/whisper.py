@@ -228,9 +228,15 @@ class OnnxWhisperEncoder:
 
 
 def pool_layers(states: np.ndarray, n_samples: int) -> np.ndarray:
-    """(n_layers, n_states, d) -> (n_layers, 2 d): each layer's mean and std over the speech (float64 sums)."""
-    speech = states[:, : speech_states(n_samples)].astype(np.float64)
-    return np.concatenate([speech.mean(axis=1), speech.std(axis=1)], axis=1).astype(np.float32)
+    """(n_layers, n_states, d) -> (n_layers, 2 d): each layer's mean and std over the speech.
+
+    Sums in float64 without a float64 copy of the states (a copy took twice as long as this for a 4 s window);
+    the result equals the float64 computation to float32 precision.
+    """
+    speech = states[:, : speech_states(n_samples)]
+    mean = speech.mean(axis=1, dtype=np.float64)
+    variance = np.square(speech - mean[:, None, :].astype(speech.dtype)).mean(axis=1, dtype=np.float64)
+    return np.concatenate([mean, np.sqrt(variance)], axis=1).astype(np.float32)
 
 
 class TransformersWhisperEncoder:

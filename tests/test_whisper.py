@@ -75,6 +75,16 @@ def test_padding_and_pooling_cover_exactly_the_speech():
     assert np.allclose(whisper.pool(states, clip.size), [1, 1, 1, 1, 0, 0, 0, 0])
 
 
+def test_layer_pooling_equals_float64_statistics_of_the_speech_states():
+    states = (np.random.default_rng(0).standard_normal((7, 200, 512)) * 3 + 5).astype(np.float32)
+    n_samples = 120 * whisper.SAMPLES_PER_STATE
+    speech = states[:, :120].astype(np.float64)
+    expected = np.concatenate([speech.mean(axis=1), speech.std(axis=1)], axis=1)
+    pooled = whisper.pool_layers(states, n_samples)
+    assert pooled.dtype == np.float32 and pooled.shape == (7, 1024)
+    assert np.abs(pooled - expected).max() < 1e-5
+
+
 @pytest.fixture(scope="module")
 def tiny_whisper(tmp_path_factory):
     """A randomly initialised Whisper with a 2 s window, saved as a transformers checkpoint (no Hub)."""
