@@ -77,6 +77,7 @@ class WhisperHeadConfig:
     n_features: int = 1024  # mean and std of the encoder states (2 × Whisper-base's 512) per layer used
     # "whisper-base-layers" encodes every layer (0: the convolutional stem, 6: the last); the head reads these.
     layers: list[int] = field(default_factory=list)
+    normalise_layers: bool = False  # each layer's pooled mean and std standardised per utterance (whisper.py)
     hidden: int = 0  # 0: a linear head (multinomial logistic regression)
     top_db: float = features.TOP_DB
     temperature: float = 1.0

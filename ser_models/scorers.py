@@ -94,10 +94,14 @@ def check_encoder(config: WhisperHeadConfig) -> None:
 
 def whisper_inputs(config: WhisperHeadConfig, audio: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Pooled Whisper encoder states of each clip: the layers the head reads, side by side."""
+    from .whisper import head_features, normalise_layers
+
     clips = [np.asarray(audio[i, : int(n)], dtype=np.float32) for i, n in enumerate(lengths)]
     pooled = whisper_encoder(config)(clips)
     if pooled.ndim == 3:  # (clips, layers, 2 d)
-        pooled = pooled[:, config.layers].reshape(len(clips), -1)
+        pooled = head_features(pooled, config.layers, config.normalise_layers)
+    elif config.normalise_layers:  # one layer's (clips, 2 d)
+        pooled = normalise_layers(pooled[:, None])[:, 0]
     if pooled.shape[-1] != config.n_features:
         raise ModelLoadError(
             f"the encoder {config.encoder!r} gives {pooled.shape[-1]} features; "

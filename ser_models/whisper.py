@@ -26,6 +26,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -237,6 +238,24 @@ def pool_layers(states: np.ndarray, n_samples: int) -> np.ndarray:
     mean = speech.mean(axis=1, dtype=np.float64)
     variance = np.square(speech - mean[:, None, :].astype(speech.dtype)).mean(axis=1, dtype=np.float64)
     return np.concatenate([mean, np.sqrt(variance)], axis=1).astype(np.float32)
+
+
+def normalise_layers(pooled: np.ndarray) -> np.ndarray:
+    """Per-utterance normalisation: each layer's mean vector and std vector standardised over their own
+    dimensions, (..., n_layers, 2 d) -> the same shape. Needs no statistics of other clips, so a clip is
+    served exactly as it was trained; it removes each layer's overall offset and scale for the clip."""
+    halves = pooled.reshape(*pooled.shape[:-1], 2, -1).astype(np.float64)
+    halves = (halves - halves.mean(axis=-1, keepdims=True)) / (halves.std(axis=-1, keepdims=True) + 1e-6)
+    return halves.reshape(pooled.shape).astype(np.float32)
+
+
+def head_features(pooled: np.ndarray, layers: Sequence[int], normalise: bool) -> np.ndarray:
+    """(n, n_layers, 2 d) pooled layers -> (n, len(layers) * 2 d): the layers a head reads, side by side,
+    each normalised per utterance where the head was trained so. Training and serving both call this."""
+    selected = pooled[:, list(layers)]
+    if normalise:
+        selected = normalise_layers(selected)
+    return selected.reshape(len(pooled), -1)
 
 
 class TransformersWhisperEncoder:

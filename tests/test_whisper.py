@@ -3,6 +3,7 @@ config, offline), the head's save/load, and the same features in training and se
 
 import hashlib
 import types
+from dataclasses import replace as dataclass_replace
 
 import numpy as np
 import pytest
@@ -83,6 +84,27 @@ def test_layer_pooling_equals_float64_statistics_of_the_speech_states():
     pooled = whisper.pool_layers(states, n_samples)
     assert pooled.dtype == np.float32 and pooled.shape == (7, 1024)
     assert np.abs(pooled - expected).max() < 1e-5
+
+
+def test_per_utterance_layer_normalisation_is_what_training_and_serving_both_read(monkeypatch):
+    from ser_models import scorers
+    from ser_models.configs import ModelLoadError, WhisperHeadConfig, parse_config
+
+    pooled = (np.random.default_rng(1).standard_normal((3, 7, 1024)) * 4 + 2).astype(np.float32)
+    normalised = whisper.normalise_layers(pooled).reshape(3, 7, 2, 512)
+    assert np.allclose(normalised.mean(axis=-1), 0, atol=1e-5) and np.allclose(normalised.std(axis=-1), 1, atol=1e-4)
+    config = WhisperHeadConfig(encoder="fake", layers=[2, 6], n_features=2048, normalise_layers=True)
+    monkeypatch.setattr(scorers, "whisper_encoder", lambda config: lambda clips: pooled[: len(clips)])
+    served = scorers.whisper_inputs(config, np.zeros((3, 16_000), np.float32), np.full(3, 16_000))
+    assert np.array_equal(served, whisper.head_features(pooled, [2, 6], normalise=True))
+    assert np.allclose(served.reshape(3, 2, 1024), whisper.normalise_layers(pooled[:, [2, 6]]))
+    plain = scorers.whisper_inputs(
+        dataclass_replace(config, normalise_layers=False), np.zeros((3, 16_000), np.float32), np.full(3, 16_000)
+    )
+    assert np.array_equal(plain, pooled[:, [2, 6]].reshape(3, -1))
+    raw = {"model_type": "whisper-head", "features": features.describe(), "normalise_layers": "yes"}
+    with pytest.raises(ModelLoadError, match="normalise_layers must be bool"):
+        parse_config(WhisperHeadConfig, raw)
 
 
 @pytest.fixture(scope="module")

@@ -1053,26 +1053,32 @@ def _default_robustness(report: dict) -> str:
     selection = "\n".join(
         f"| {row['layers']} | {row['l2']:g} | {row['clean']:.1%} | {row['grid']:.1%} |" for row in report["selection"]
     )
+    normalised = (
+        " (each layer's mean vector and std vector then standardised over their own 512 dimensions: a per-utterance"
+        " normalisation that needs no other clip)"
+        if report.get("normalise_layers")
+        else ""
+    )
     text = [
         f"""### `whisper-layers`: how it was built
 
 Whisper-base's encoder (the same OpenAI weights) runs as an int8 ONNX graph that returns every layer
 (`train/whisper_export.py`; its last layer matches CTranslate2's to 2e-4 in float32). Each 4 s window of
 speech, brought to a common level first, gives the mean and standard deviation of each layer's states over
-the speech; a multinomial logistic regression reads the layers chosen on the validation actors. It is
+the speech{normalised}; a multinomial logistic regression reads the layers chosen on the validation actors. It is
 trained multi-condition: every training clip once clean and {report["copies"]} times through a random chain
 of corruptions (`corrupt.random_corruption`: colouration, reverberation RT60 0.2–1.0 s, white, pink, brown
 noise or babble at 0–30 dB, a telephone line, MP3 or Opus at low bitrates, a gain of −40 to 0 dB), seeded.
 Trained on: {", ".join(report.get("trained_on", ["RAVDESS actors 01-20"]))}.
 
-Layer sets and L2 penalties, scored on the folds' validation actors (clean, and the mean over the grid,
-the criterion used):
+Layer sets (", normalised": per utterance, as above) and L2 penalties, scored on the folds' validation actors
+(clean, and the mean over the grid, the criterion used):
 
 | layers | L2 | validation, clean | validation, grid mean |
 |---|---|---|---|
 {selection}
 
-Chosen: layers {report["layers"]}, L2 {report["l2"]:g}. Temperature {report["temperature"]:.2f} (fitted on
+Chosen: layers {report["layers"]}{", normalised per utterance" if report.get("normalise_layers") else ""}, L2 {report["l2"]:g}. Temperature {report["temperature"]:.2f} (fitted on
 the validation actors, clean and degraded); expected calibration error (10 bins) on the test actors: clean
 {report["ece"]["clean"]:.3f}, over the grid {np.mean(list(report["ece"].values())):.3f}.
 """
@@ -1160,6 +1166,24 @@ the same layers and penalty, test actors' accuracy:
 {head}
 |---|{"---|" * len(names)}
 {rows}
+""")
+    pooling = _report("pooling_whisper-layers.json")
+    if pooling:
+        conditions = pooling["conditions"]
+        rows = "\n".join(
+            f"| {name} | " + " | ".join(pct(row[c]) for c in conditions) + f" | {row['mean_over_conditions']:.1%} |"
+            for name, row in pooling["heads"].items()
+        )
+        text.append(f"""### Pooling the layers: mean and std against attentive statistics and per-utterance normalisation
+
+The same windows, folds and training copies ({pooling["training"]}), every layer's states kept frame by
+frame (40 ms steps), test actors' accuracy (`train/pooling.py` describes each head):
+
+| head | {" | ".join(conditions)} | mean |
+|---|{"---|" * (len(conditions) + 1)}
+{rows}
+
+`{pooling["command"]}`
 """)
     return "\n".join(text)
 

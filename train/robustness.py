@@ -15,8 +15,9 @@ and URDU, scored over the emotions each shares with RAVDESS (argmax among those;
 
 ``head`` trains the Whisper-layers head (ser_models/whisper.py ``OnnxWhisperEncoder``) with
 ``--copies`` corrupted copies of every training clip (``corrupt.random_corruption``), picking the
-layers and the L2 penalty on the validation actors by the robust criterion (the mean over the
-grid), and writes reports/robustness_<name>.json. Encoder features are cached under runs/robustness/.
+layers, whether each layer is normalised per utterance, and the L2 penalty on the validation actors
+by the robust criterion (the mean over the grid), and writes reports/robustness_<name>.json.
+Encoder features are cached under runs/robustness/.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from ser_models.export import save_onnx
 from ser_models.inference import EmotionRecognizer, find_speech
 from ser_models.labels import EMOTIONS
 from ser_models.models import WhisperHead, WhisperHeadConfig
-from ser_models.whisper import LAYERS_ENCODER, encoder_for
+from ser_models.whisper import LAYERS_ENCODER, encoder_for, head_features
 from train import calibration, corrupt, data, session, splits
 from train.crossval import METRICS_MODULE, device_name, fold_scores, plot_confusion, summarize
 from train.reports import REPORTS_DIR, RUNS_DIR, command_line, write_report
@@ -174,10 +175,22 @@ def _save(result: WindowFeatures, cache: Path) -> None:
     partial.rename(cache)
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What a head reads of each window's pooled layers: which layers, and whether each is normalised per
+    utterance first (``whisper.normalise_layers``)."""
+
+    layers: tuple[int, ...]
+    normalise: bool = False
+
+    def of(self, pooled: np.ndarray) -> np.ndarray:
+        return head_features(pooled, self.layers, self.normalise)
+
+
 def clip_probabilities(model: WhisperHead, windows: WindowFeatures, n_clips: int, temperature: float = 1.0):
     """(n_clips, 8) probabilities as served: each window's softmax, averaged per clip; refused clips are NaN."""
-    layers = model.config.layers
-    logits = logits_of(model, windows.features[:, layers].reshape(len(windows.features), -1))
+    inputs = Inputs(tuple(model.config.layers), model.config.normalise_layers)
+    logits = logits_of(model, inputs.of(windows.features))
     probabilities = torch.softmax(torch.from_numpy(logits).double() / temperature, dim=-1).numpy()
     out = np.full((n_clips, len(EMOTIONS)), np.nan)
     for i in np.unique(windows.owner):
@@ -232,18 +245,23 @@ class FeatureStore:
         )
 
 
-def rows_of(windows: WindowFeatures, clip_rows: np.ndarray, labels: np.ndarray, layers: list[int]):
-    """The windows of these clips as a training set (features of ``layers`` side by side, labels)."""
+def rows_of(windows: WindowFeatures, clip_rows: np.ndarray, labels: np.ndarray, inputs: Inputs):
+    """The windows of these clips as a training set (what the head reads of each, labels)."""
     keep = np.isin(windows.owner, clip_rows)
-    selected = windows.features[keep][:, layers]
-    return selected.reshape(len(selected), -1), labels[windows.owner[keep]]
+    return inputs.of(windows.features[keep]), labels[windows.owner[keep]]
 
 
-def fit(training: list[tuple[np.ndarray, np.ndarray]], layers: list[int], l2: float) -> WhisperHead:
-    inputs = np.concatenate([x for x, _ in training])
+def fit(training: list[tuple[np.ndarray, np.ndarray]], inputs: Inputs, l2: float) -> WhisperHead:
+    rows = np.concatenate([x for x, _ in training])
     targets = np.concatenate([y for _, y in training])
-    config = WhisperHeadConfig(encoder=LAYERS_ENCODER, pad_seconds=4.0, n_features=inputs.shape[1], layers=list(layers))
-    return fit_head((inputs, targets), HeadTrainConfig(l2=l2), config)
+    config = WhisperHeadConfig(
+        encoder=LAYERS_ENCODER,
+        pad_seconds=4.0,
+        n_features=rows.shape[1],
+        layers=list(inputs.layers),
+        normalise_layers=inputs.normalise,
+    )
+    return fit_head((rows, targets), HeadTrainConfig(l2=l2), config)
 
 
 def fit_temperature(logits: list[np.ndarray], labels: np.ndarray) -> float:
@@ -288,10 +306,10 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
         "copies": args.copies,
     }
 
-    def fold_heads(layers, l2, fit_rows_of, train_sets, extra_sets=()):
+    def fold_heads(inputs, l2, fit_rows_of, train_sets, extra_sets=()):
         """One head per fold on its ``fit_rows_of`` actors' windows in ``train_sets``, plus ``extra_sets``."""
         return [
-            fit([*(rows_of(w, fit_rows_of(s), labels, layers) for w in train_sets), *extra_sets], layers, l2)
+            fit([*(rows_of(w, fit_rows_of(s), labels, inputs) for w in train_sets), *extra_sets], inputs, l2)
             for s in folds
         ]
 
@@ -307,39 +325,43 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     def train_and_validation(split: splits.Split) -> np.ndarray:
         return np.concatenate([split.train, split.validation])
 
-    # 1. Layers and penalty, chosen on the validation actors by the mean over the grid.
-    selection = []
-    for layer_name in args.layer_sets:
+    # 1. Layers, per-utterance normalisation and penalty, chosen on the validation actors by the mean over the grid.
+    candidates = [(name, Inputs(tuple(LAYER_SETS[name]))) for name in args.layer_sets] + [
+        (f"{name}, normalised", Inputs(tuple(LAYER_SETS[name]), normalise=True)) for name in args.normalised_layer_sets
+    ]
+    selection, chosen = [], {}
+    for name, candidate in candidates:
         for l2 in L2_GRID:
-            heads = fold_heads(LAYER_SETS[layer_name], l2, lambda s: s.train, [grid[0], *copies])
+            heads = fold_heads(candidate, l2, lambda s: s.train, [grid[0], *copies])
             scores = grid_scores(heads, lambda s: s.validation)
-            selection.append({"layers": layer_name, "l2": l2, "clean": scores[0].mean(), "grid": scores.mean()})
-            print(f"validation {layer_name:>6} l2 {l2:g}: clean {scores[0].mean():.1%}, grid {scores.mean():.1%}")
+            selection.append({"layers": name, "l2": l2, "clean": scores[0].mean(), "grid": scores.mean()})
+            chosen[name] = candidate
+            print(f"validation {name:>16} l2 {l2:g}: clean {scores[0].mean():.1%}, grid {scores.mean():.1%}")
     best = max(selection, key=lambda row: row["grid"])
-    layers, l2 = LAYER_SETS[best["layers"]], best["l2"]
-    report.update(selection=selection, layers=layers, l2=l2)
+    inputs, l2 = chosen[best["layers"]], best["l2"]
+    report.update(selection=selection, layers=list(inputs.layers), normalise_layers=inputs.normalise, l2=l2)
 
     # 2. Out of corpus: each extra corpus scored by heads that never heard it, trained on all of RAVDESS
     #    with and without the other corpora. With --train-extra the corpora then join every head's training.
     extra_sets: list[tuple[np.ndarray, np.ndarray]] = []
     if not args.no_extra and data.extra_dir().is_dir():
-        report["out_of_corpus"] = out_of_corpus(store, copies, grid[0], layers, l2, args)
+        report["out_of_corpus"] = out_of_corpus(store, copies, grid[0], inputs, l2, args)
         for corpus, row in report["out_of_corpus"].items():
             print(f"{corpus}: {row}")
     if args.train_extra and data.extra_dir().is_dir():
         for corpus in data.EXTRA_CORPORA:
             extra_clips, windows, corrupted = corpus_features(corpus, store, min(args.copies, 1))
             every = np.arange(len(extra_clips.labels))
-            extra_sets += [rows_of(w, every, extra_clips.labels, layers) for w in [windows, *corrupted]]
+            extra_sets += [rows_of(w, every, extra_clips.labels, inputs) for w in [windows, *corrupted]]
     report["trained_on"] = ["RAVDESS actors 01-20", *(data.EXTRA_CORPORA if extra_sets else ())]
 
     # 3. Temperature and the confidence threshold, on validation actors (heads without them), clean + grid.
-    val_heads = fold_heads(layers, l2, lambda s: s.train, [grid[0], *copies], extra_sets)
+    val_heads = fold_heads(inputs, l2, lambda s: s.train, [grid[0], *copies], extra_sets)
     val_logits, val_labels, val_probabilities = [], [], []
     for windows in grid:
         for head, split in zip(val_heads, folds, strict=True):
             keep = np.isin(windows.owner, split.validation)
-            val_logits.append(logits_of(head, windows.features[keep][:, layers].reshape(int(keep.sum()), -1)))
+            val_logits.append(logits_of(head, inputs.of(windows.features[keep])))
             val_labels.append(labels[windows.owner[keep]])
     temperature = fit_temperature(val_logits, np.concatenate(val_labels))
     for windows in grid:
@@ -350,7 +372,7 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     report.update(temperature=temperature, confidence_threshold=threshold)
 
     # 4. Test: heads fitted on training + validation actors (and the extra corpora, as shipped), on the test actors.
-    heads = fold_heads(layers, l2, train_and_validation, [grid[0], *copies], extra_sets)
+    heads = fold_heads(inputs, l2, train_and_validation, [grid[0], *copies], extra_sets)
     table = grid_scores(heads, lambda s: s.test, temperature)
     test_probabilities = {
         name: np.concatenate(
@@ -393,7 +415,7 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
         report["ablation"] = {}
         for kinds in (None, ("noise",), ("reverb",), ("channel",), ("gain",), ("colour",), ()):
             train_sets = [grid[0]] if kinds is None else [grid[0], store.copy(0, kinds)]
-            scores = grid_scores(fold_heads(layers, l2, train_and_validation, train_sets), lambda s: s.test)
+            scores = grid_scores(fold_heads(inputs, l2, train_and_validation, train_sets), lambda s: s.test)
             tag = "none (clean only)" if kinds is None else "+".join(kinds) or "chain"
             report["ablation"][tag] = {name: float(scores[c].mean()) for c, name in enumerate(names)}
             print(f"ablation {tag}: clean {scores[0].mean():.1%}, grid {scores.mean():.1%}")
@@ -515,24 +537,24 @@ def corpus_features(
     return clips, clean, copied
 
 
-def out_of_corpus(store, copies, clean, layers, l2, args) -> dict:
+def out_of_corpus(store, copies, clean, inputs: Inputs, l2, args) -> dict:
     """Leave-one-corpus-out: each extra corpus scored by heads that never heard it (argmax over the emotions
     it shares with RAVDESS): one trained on RAVDESS alone, one also on the other extra corpora."""
     everyone = np.arange(len(store.clips.audio))
-    ravdess_sets = [rows_of(w, everyone, store.clips.labels, layers) for w in [clean, *copies]]
+    ravdess_sets = [rows_of(w, everyone, store.clips.labels, inputs) for w in [clean, *copies]]
     corpora = {c: corpus_features(c, store, min(args.copies, 1)) for c in data.EXTRA_CORPORA}
-    ravdess_only = fit(ravdess_sets, layers, l2)
+    ravdess_only = fit(ravdess_sets, inputs, l2)
     result = {}
     for corpus, (clips, windows, _) in corpora.items():
         shared = sorted(set(clips.labels.tolist()))
         n = len(clips.labels)
         others = [
-            rows_of(w, np.arange(len(c.labels)), c.labels, layers)
+            rows_of(w, np.arange(len(c.labels)), c.labels, inputs)
             for name, (c, cw, cc) in corpora.items()
             if name != corpus
             for w in [cw, *cc]
         ]
-        with_others = fit(ravdess_sets + others, layers, l2)
+        with_others = fit(ravdess_sets + others, inputs, l2)
         result[corpus] = {
             "classes": [EMOTIONS[i] for i in shared],
             "chance": 1 / len(shared),
@@ -546,10 +568,10 @@ def out_of_corpus(store, copies, clean, layers, l2, args) -> dict:
 
 def ship(store, copies, clean, extra_sets, report: dict, args) -> dict:
     """The bundled head: every RAVDESS actor (clean + copies), plus the extra corpora where they helped."""
-    layers = report["layers"]
+    inputs = Inputs(tuple(report["layers"]), report["normalise_layers"])
     everyone = np.arange(len(store.clips.audio))
-    training = [*(rows_of(w, everyone, store.clips.labels, layers) for w in [clean, *copies]), *extra_sets]
-    model = fit(training, layers, report["l2"])
+    training = [*(rows_of(w, everyone, store.clips.labels, inputs) for w in [clean, *copies]), *extra_sets]
+    model = fit(training, inputs, report["l2"])
     model.config = dataclasses.replace(
         model.config, temperature=report["temperature"], confidence_threshold=report["confidence_threshold"]
     )
@@ -614,6 +636,13 @@ def main(argv: list[str] | None = None) -> dict:
     head.add_argument("--name", default="whisper-layers")
     head.add_argument("--copies", type=int, default=2, help="corrupted copies of every training clip")
     head.add_argument("--layer-sets", nargs="*", default=list(LAYER_SETS), choices=list(LAYER_SETS))
+    head.add_argument(
+        "--normalised-layer-sets",
+        nargs="*",
+        default=["all"],
+        choices=list(LAYER_SETS),
+        help="layer sets also tried with each layer normalised per utterance (train/pooling.py measured it)",
+    )
     head.add_argument("--min-answered-accuracy", type=float, default=0.8)
     head.add_argument("--no-extra", action="store_true", help="skip the out-of-corpus sets")
     head.add_argument("--ablation", action="store_true", help="measure each corruption stage alone")
