@@ -162,7 +162,9 @@ def main() -> dict:
         memory.clear()
         memory_after_warmup = app.resident_mb()
         began = time.perf_counter()
+        server_cpu, client_cpu = app.cpu_seconds(), time.process_time()
         run_clients(args.requests - args.long_clients)
+        server_cpu, client_cpu = app.cpu_seconds() - server_cpu, time.process_time() - client_cpu
         stop_long.set()
         for thread in long_threads:
             thread.join(timeout=args.max_seconds)
@@ -211,6 +213,12 @@ def main() -> dict:
         "error_kinds": errors,
         "wall_seconds": round(wall, 1),
         "throughput_rps": round(len(results) / wall, 1),
+        # The clients run on the same machine as the server: their share of its CPU is not the server's to use.
+        "cpu_seconds": {
+            "server": round(server_cpu, 1),
+            "clients": round(client_cpu, 1),
+            "machine": round(wall * (os.cpu_count() or 1), 1),
+        },
         "predict_latency_ms": percentiles(predicts),
         "predict_latency_ms_while_a_timeline_runs": {**percentiles(during_long), "calls": len(during_long)},
         "timeline_seconds": {

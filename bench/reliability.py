@@ -453,6 +453,13 @@ class App:
         process = psutil.Process(self.process.pid)
         return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / MB
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server and its children have used so far."""
+        import psutil
+
+        process = psutil.Process(self.process.pid)
+        return sum(sum(p.cpu_times()[:2]) for p in [process, *process.children(recursive=True)])
+
     def upload_bytes(self) -> int:
         total = 0
         for path in self.temp.rglob("*"):

@@ -207,7 +207,7 @@ def examples_known_playable() -> Iterator[None]:
     probe = processing_utils.audio_is_playable
 
     def playable(path: str) -> bool:
-        return Path(path).parent == EXAMPLES_DIR and Path(path).name in EXAMPLE_SOURCES or probe(path)
+        return (Path(path).parent == EXAMPLES_DIR and Path(path).name in EXAMPLE_SOURCES) or probe(path)
 
     processing_utils.audio_is_playable = playable
     try:
