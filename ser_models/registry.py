@@ -42,8 +42,8 @@ MODELS: dict[str, BundledModel] = {
             "whisper-layers",
             "Listens with every layer of OpenAI's Whisper-base; trained on noisy, echoing, phone-line and quiet "
             "copies of the recordings too, so it holds up best on real microphones.",
-            0.7525,
-            0.715,
+            0.7633,
+            0.7133,
             "robustness_whisper-layers",
             "SER_WHISPER_LAYERS_MODEL",
         ),

@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": command_line("train.pooling", argv),
         "protocol": "speaker-independent, test actors of each fold",
         "conditions": list(CONDITIONS),
-        "training": f"clean + {COPIES} corrupted copies (robustness's seeded chains)",
+        "training": f"clean + {COPIES} corrupted copies, robustness's seeded chains",
         "heads": {
             name: {
                 condition: {"mean": float(np.mean(v)), "std": float(np.std(v)), "folds": v}

@@ -15,7 +15,7 @@ RUNS_DIR = ROOT / "runs"  # caches and saved fold models (not committed)
 
 def command_line(module: str, argv: Sequence[str] | None) -> str:
     """The command that reproduces this run, as written into its report."""
-    return f"python -m {module} " + shlex.join(argv if argv is not None else sys.argv[1:])
+    return f"python -m {module} {shlex.join(argv if argv is not None else sys.argv[1:])}".rstrip()
 
 
 def write_report(report: dict, path: Path) -> Path:
