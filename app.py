@@ -37,6 +37,7 @@ import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402  (installed with Gradio: gr.LinePlot draws a DataFrame)
 from gradio.context import LocalContext  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from ser_models import EMOTIONS, STATEMENTS, AudioError  # noqa: E402
 from ser_models.demo import (  # noqa: E402
@@ -640,6 +641,10 @@ with gr.Blocks(title="Speech Emotion Recognition (RAVDESS)") as demo:
     live_audio.start_recording(start_live, None, None, api_visibility="private")
     live_audio.stop_recording(stop_live, None, live_status, api_visibility="private")
     demo.unload(forget_session)
+
+# Requests run in threads of their own beside onnxruntime's pools: OpenBLAS's threads would only fight them for
+# the cores (under load a spectrogram's 0.1 ms matrix product took milliseconds), so numpy's BLAS runs single.
+threadpool_limits(limits=1, user_api="blas")
 
 # Gradio's own queue: 96 workers (launch's max_threads) and at most 64 events waiting for one. Every event goes
 # to its lane at once (none has a Gradio limit), and the lanes' bounds keep the total well under the workers.
