@@ -231,12 +231,36 @@ def hostile_files(folder: Path) -> dict[str, str]:
     return described
 
 
+class Grid:
+    """The cases of a hostile grid as they run: every result kept, each failure with its stderr."""
+
+    def __init__(self) -> None:
+        self.results: list[dict] = []
+        self.failures: list[dict] = []
+
+    def record(self, result: dict, ok: bool, stderr: str, line: str) -> None:
+        result["ok"] = ok
+        self.results.append(result)
+        if not ok:
+            self.failures.append({**result, "stderr": stderr[-2000:]})
+        print(line, flush=True)
+
+    def report(self, bar: str, **counts) -> dict:
+        return {
+            "bar": bar,
+            **counts,
+            "results": self.results,
+            "peak_mb_max": max(r["peak_mb"] for r in self.results),
+            "failures": self.failures,
+            "bar_met": not self.failures,
+        }
+
+
 def files_part(args) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="hostile-files-"))
     try:
-        grid = hostile_files(folder)
-        results, failures = [], []
-        for name, label in grid.items():
+        grid = Grid()
+        for name, label in hostile_files(folder).items():
             path = folder / name
             command = [sys.executable, "-m", "ser_models", "predict", str(path), "--model", args.model]
             started = time.perf_counter()
@@ -260,22 +284,14 @@ def files_part(args) -> dict:
                 and (outcome == "result" or (outcome == "refused" and len(error_lines) == 1))
                 and (not name.startswith("good.") or outcome == "result")
             )
-            result["ok"] = ok
-            results.append(result)
-            if not ok:
-                failures.append({**result, "stderr": err[-2000:]})
-            print(f"{name:32} {outcome:8} {peak:6.0f} MB  {result['message'][:100]}", flush=True)
+            grid.record(result, ok, err, f"{name:32} {outcome:8} {peak:6.0f} MB  {result['message'][:100]}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return {
-        "bar": f"a result or one clear error line naming the file, no traceback, CLI peak <= {MAX_PEAK_MB} MB",
-        "model": args.model,
-        "files": len(results),
-        "results": results,
-        "peak_mb_max": max(r["peak_mb"] for r in results),
-        "failures": failures,
-        "bar_met": not failures,
-    }
+    return grid.report(
+        f"a result or one clear error line naming the file, no traceback, CLI peak <= {MAX_PEAK_MB} MB",
+        model=args.model,
+        files=len(grid.results),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -377,7 +393,7 @@ def hostile_models(folder: Path) -> dict[str, tuple[Path, str]]:
 def models_part(args) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="hostile-models-"))
     try:
-        results, failures = [], []
+        grid = Grid()
         for name, (path, expected) in hostile_models(folder).items():
             status, out, err, peak = run_measured([sys.executable, "-c", LOAD, str(path)], timeout=300)
             try:
@@ -385,21 +401,14 @@ def models_part(args) -> dict:
             except (ValueError, IndexError):
                 answer = {"outcome": f"crashed (exit {status})", "message": err[-300:], "warnings": []}
             result = {"folder": name, **answer, "expected": expected, "peak_mb": round(peak, 1)}
-            result["ok"] = answer["outcome"] == expected and peak <= MAX_PEAK_MB and "Traceback" not in err
-            results.append(result)
-            if not result["ok"]:
-                failures.append({**result, "stderr": err[-2000:]})
-            print(f"{name:48} {answer['outcome']:16} {peak:6.0f} MB  {answer['message'][:80]}", flush=True)
+            ok = answer["outcome"] == expected and peak <= MAX_PEAK_MB and "Traceback" not in err
+            grid.record(result, ok, err, f"{name:48} {answer['outcome']:16} {peak:6.0f} MB  {answer['message'][:80]}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return {
-        "bar": f"a ModelLoadError (an untrusted ONNX export: not used), no traceback, peak <= {MAX_PEAK_MB} MB",
-        "folders": len(results),
-        "results": results,
-        "peak_mb_max": max(r["peak_mb"] for r in results),
-        "failures": failures,
-        "bar_met": not failures,
-    }
+    return grid.report(
+        f"a ModelLoadError (an untrusted ONNX export: not used), no traceback, peak <= {MAX_PEAK_MB} MB",
+        folders=len(grid.results),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
