@@ -49,7 +49,16 @@ from ser_models.whisper import (
 )
 from train import corrupt, splits
 from train.reports import REPORTS_DIR, command_line, write_report
-from train.robustness import CACHE_DIR, SEED, FeatureStore, accuracy, degraded, ravdess, training_copies
+from train.robustness import (
+    CACHE_DIR,
+    SEED,
+    FeatureStore,
+    accuracy,
+    clip_mean,
+    degraded,
+    ravdess,
+    training_copies,
+)
 from train.whisper_head import HeadTrainConfig, fit_head
 
 CONDITIONS = ("clean", "white 10 dB", "babble 10 dB", "telephone", "reverb")
@@ -141,16 +150,15 @@ class PoolingHead(nn.Module):
         return self.classifier(torch.cat([mean, std], dim=1))
 
 
-def tensors(frames: Frames, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    states = torch.from_numpy(frames.states[rows].astype(np.float32))
-    mask = torch.arange(N_STATES)[None, :] < torch.from_numpy(frames.n_valid[rows])[:, None]
-    return states, mask
+def tensors(states: np.ndarray, n_valid: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of windows' states as float32, and the mask of their speech states."""
+    mask = torch.arange(N_STATES)[None, :] < torch.from_numpy(np.asarray(n_valid))[:, None]
+    return torch.from_numpy(np.asarray(states, dtype=np.float32)), mask
 
 
 def fit_pooling(training: list[tuple[Frames, np.ndarray]], labels: np.ndarray, attentive: bool) -> PoolingHead:
     torch.manual_seed(SEED)
-    pieces = [(frames, rows) for frames, rows in training]
-    index = [(k, r) for k, (_, rows) in enumerate(pieces) for r in rows]
+    index = [(frames, r) for frames, rows in training for r in rows]
     n_layers, dim = training[0][0].states.shape[1], training[0][0].states.shape[3]
     model = PoolingHead(n_layers, dim, attentive)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
@@ -163,11 +171,9 @@ def fit_pooling(training: list[tuple[Frames, np.ndarray]], labels: np.ndarray, a
         order = rng.permutation(len(index))
         for start in range(0, len(order), BATCH):
             chosen = [index[i] for i in order[start : start + BATCH]]
-            states = np.stack([pieces[k][0].states[r] for k, r in chosen]).astype(np.float32)
-            n_valid = np.asarray([pieces[k][0].n_valid[r] for k, r in chosen])
-            targets = torch.from_numpy(labels[[pieces[k][0].owner[r] for k, r in chosen]]).long()
-            mask = torch.arange(N_STATES)[None, :] < torch.from_numpy(n_valid)[:, None]
-            loss = nn.functional.cross_entropy(model(torch.from_numpy(states), mask), targets)
+            states, mask = tensors(np.stack([f.states[r] for f, r in chosen]), [f.n_valid[r] for f, r in chosen])
+            targets = torch.from_numpy(labels[[f.owner[r] for f, r in chosen]]).long()
+            loss = nn.functional.cross_entropy(model(states, mask), targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -180,15 +186,8 @@ def pooling_probabilities(model: PoolingHead, frames: Frames, n_clips: int) -> n
     probabilities = []
     for start in range(0, len(frames.owner), 256):
         rows = np.arange(start, min(start + 256, len(frames.owner)))
-        probabilities.append(model(*tensors(frames, rows)).softmax(-1).numpy())
+        probabilities.append(model(*tensors(frames.states[rows], frames.n_valid[rows])).softmax(-1).numpy())
     return clip_mean(np.concatenate(probabilities), frames.owner, n_clips)
-
-
-def clip_mean(window_probabilities: np.ndarray, owner: np.ndarray, n_clips: int) -> np.ndarray:
-    out = np.full((n_clips, len(EMOTIONS)), np.nan)
-    for i in np.unique(owner):
-        out[i] = window_probabilities[owner == i].mean(axis=0)
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -192,9 +192,14 @@ def clip_probabilities(model: WhisperHead, windows: WindowFeatures, n_clips: int
     inputs = Inputs(tuple(model.config.layers), model.config.normalise_layers)
     logits = logits_of(model, inputs.of(windows.features))
     probabilities = torch.softmax(torch.from_numpy(logits).double() / temperature, dim=-1).numpy()
+    return clip_mean(probabilities, windows.owner, n_clips)
+
+
+def clip_mean(window_probabilities: np.ndarray, owner: np.ndarray, n_clips: int) -> np.ndarray:
+    """(n_clips, 8): each clip's windows' probabilities averaged, as served; clips without a window are NaN."""
     out = np.full((n_clips, len(EMOTIONS)), np.nan)
-    for i in np.unique(windows.owner):
-        out[i] = probabilities[windows.owner == i].mean(axis=0)
+    for i in np.unique(owner):
+        out[i] = window_probabilities[owner == i].mean(axis=0)
     return out
 
 
