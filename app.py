@@ -18,7 +18,7 @@ from dataclasses import replace
 from functools import partial
 from typing import NoReturn
 
-from ser_models.demo import forwarded_allow_ips, private_temp_dir
+from ser_models.demo import forwarded_allow_ips, private_temp_dir, skip_gradio_stub_writing
 
 # Everything Gradio writes for this process (uploads, streamed microphone chunks) goes to a folder of its
 # own, swept while the app runs and deleted at exit. Gradio's modules read the variable when imported.
@@ -31,6 +31,7 @@ if (trusted := forwarded_allow_ips()) is not None:
 # Gradio keeps a record of every event for its monitoring page (10,000 by default) and summarizes them all
 # again after each event, in pandas: a thousand cost a tenth of the time and memory.
 os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
+skip_gradio_stub_writing()  # a second of start-up spent on type stubs for editors
 
 import anyio  # noqa: E402
 import gradio as gr  # noqa: E402

@@ -7,6 +7,8 @@ import atexit
 import contextlib
 import contextvars
 import hashlib
+import importlib.abc
+import importlib.util
 import json
 import logging
 import math
@@ -14,6 +16,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -489,6 +492,43 @@ def private_temp_dir(environ: Mapping[str, str] = os.environ) -> Path:
     folder = Path(tempfile.mkdtemp(prefix=f"ser-app-{os.getpid()}-", dir=base)).resolve()
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
+
+
+GRADIO_STUB_MODULE = "gradio.component_meta"  # defines Gradio's component class and writes the stubs
+
+
+class _NoGradioStubs(importlib.abc.MetaPathFinder):
+    """Loads GRADIO_STUB_MODULE with its stub writer made a no-op (see ``skip_gradio_stub_writing``)."""
+
+    def find_spec(self, name: str, path=None, target=None):
+        if name != GRADIO_STUB_MODULE:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module) -> None:
+            run(module)
+            if callable(getattr(module, "create_or_modify_pyi", None)):
+                module.create_or_modify_pyi = lambda *args, **kwargs: None
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def skip_gradio_stub_writing() -> None:
+    """Keep ``import gradio`` from rewriting its components' type stubs (call before importing gradio).
+
+    Gradio 6 re-derives the ``.pyi`` stub of each of its ~45 components from the component's source at
+    every import (parsing each source file) and writes it into its own installed package: 1.0 s of
+    a 2.6 s import on this CPU, for files only an editor reads, and a write into site-packages that a
+    read-only Space refuses anyway. Nothing at run time reads them. Where Gradio renames the writer, the
+    import simply runs as before.
+    """
+    if GRADIO_STUB_MODULE not in sys.modules and not any(isinstance(f, _NoGradioStubs) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoGradioStubs())
 
 
 def remove_stale_temp_dirs(base: Path, max_age: float = UPLOAD_MAX_AGE + SWEEP_SECONDS) -> list[Path]:

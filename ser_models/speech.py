@@ -2,9 +2,10 @@
 
 A quiet microphone is not silence: the level of a recording says nothing about whether someone
 speaks in it, so the decision is made by a voice activity detector on the recording brought to a
-common level. Silero VAD's per-frame probabilities come from its batched ("sequence") ONNX model,
-copied from the ``silero-vad`` 6.2.3 wheel (MIT, assets/silero_vad/LICENSE) because that wheel
-depends on torch; it runs here through onnxruntime alone. Noise,
+common level. Silero VAD's per-frame probabilities come from its batched ("sequence") ONNX model
+from the ``silero-vad`` 6.2.3 wheel (MIT, assets/silero_vad/LICENSE; that wheel depends on torch),
+run here through onnxruntime alone. Its STFT is computed in numpy and the graph shipped starts
+from the magnitudes (``train/silero_export.py`` cuts it and checks it against the original). Noise,
 tones, hum and DC offsets give no speech frames and are refused with the same clear message as
 digital silence; speech buried in noise is kept, and its estimated signal-to-noise ratio lets the
 caller say that it cannot tell (``inference.uncertain_because``).
@@ -34,7 +35,11 @@ DIGITAL_SILENCE = 1e-6  # peak amplitude below which nothing was recorded at all
 TARGET_PEAK = 0.5  # the level the VAD hears every recording at
 MAX_SNR_DB = 60.0
 SNR_ESTIMATOR = "median-of-non-speech-frames"  # names the estimate, so cached evaluations know when it changed
-SILERO_ONNX_PATH = Path(__file__).parent / "assets" / "silero_vad" / "silero_vad_16k_sequence.onnx"
+SILERO_ONNX_PATH = Path(__file__).parent / "assets" / "silero_vad" / "silero_vad_16k_magnitude.onnx"
+MAGNITUDE_INPUT = "magnitude"
+STFT_SIZE = 256  # Silero's STFT: Hann-windowed frames of 256 samples every 128, reflect-padded by 128
+STFT_HOP = 128
+FFT_BLOCK = 32  # frames transformed at a time (1 s)
 BLOCK_FRAMES = 512  # frames per onnxruntime call (16 s): memory stays bounded on an hour of audio
 NO_SPEECH_MESSAGE = (
     "no speech was found: the recording is silent, or holds only noise or a tone. "
@@ -60,21 +65,52 @@ def _session():
     return onnxruntime.InferenceSession(str(SILERO_ONNX_PATH), options, providers=["CPUExecutionProvider"])
 
 
-def frame_probabilities(audio: np.ndarray) -> np.ndarray:
-    """Silero's speech probability of every 32 ms frame of 16 kHz audio, as its streaming model gives them.
-
-    Each frame carries the last CONTEXT samples of the one before; the recurrent state carries
-    over from one block of frames to the next.
-    """
+def frames_with_context(audio: np.ndarray) -> np.ndarray:
+    """(n_frames, CONTEXT + FRAME): every 32 ms frame of 16 kHz audio with the last CONTEXT samples before it,
+    the input Silero's streaming model reads (zeros before the start and after the end)."""
     n_frames = -(-audio.size // FRAME)
     padded = np.zeros(CONTEXT + n_frames * FRAME, dtype=np.float32)
     padded[CONTEXT : CONTEXT + audio.size] = audio
-    frames = np.lib.stride_tricks.sliding_window_view(padded, CONTEXT + FRAME)[::FRAME][:n_frames]
+    return np.lib.stride_tricks.sliding_window_view(padded, CONTEXT + FRAME)[::FRAME][:n_frames]
+
+
+@cache
+def _stft_window() -> np.ndarray:
+    return np.hanning(STFT_SIZE + 1)[:-1]  # periodic, as Silero's Fourier basis
+
+
+def frame_magnitudes(frames: np.ndarray) -> np.ndarray:
+    """Silero's STFT magnitudes of each frame, (n_frames, 129, 4): its graph's own first step, in numpy.
+
+    Silero convolves each frame, reflect-padded by STFT_HOP on both sides, with a Hann-windowed Fourier
+    basis every STFT_HOP samples and drops the first column: so only the right padding is ever read,
+    and only its first half. numpy's FFT gives the same to about 1e-6 in a tenth of the time. It runs
+    in float64 (numpy transforms it five times faster than float32) and on FFT_BLOCK frames at a time
+    (temporaries of a megabyte cost more in fresh pages than the transform itself: 1.4 ms vs 0.5).
+    """
+    magnitudes = np.empty((len(frames), STFT_SIZE // 2 + 1, 4), dtype=np.float32)
+    for start in range(0, len(frames), FFT_BLOCK):
+        block = frames[start : start + FFT_BLOCK]
+        reflected = block[:, -2 : -2 - (STFT_SIZE - STFT_HOP) // 2 : -1]
+        extended = np.concatenate([block, reflected], axis=1)
+        columns = np.lib.stride_tricks.sliding_window_view(extended, STFT_SIZE, axis=1)[:, ::STFT_HOP]
+        magnitudes[start : start + FFT_BLOCK] = np.abs(np.fft.rfft(columns * _stft_window(), axis=-1)).transpose(
+            0, 2, 1
+        )
+    return magnitudes
+
+
+def frame_probabilities(audio: np.ndarray) -> np.ndarray:
+    """Silero's speech probability of every 32 ms frame of 16 kHz audio, as its streaming model gives them.
+
+    The recurrent state carries over from one block of frames to the next.
+    """
+    frames = frames_with_context(audio)
     hidden = cell = np.zeros((1, 1, 128), dtype=np.float32)
     probabilities = []
-    for start in range(0, n_frames, BLOCK_FRAMES):
-        block = np.ascontiguousarray(frames[start : start + BLOCK_FRAMES])
-        values, hidden, cell = _session().run(None, {"input": block, "h": hidden, "c": cell})
+    for start in range(0, len(frames), BLOCK_FRAMES):
+        magnitudes = frame_magnitudes(frames[start : start + BLOCK_FRAMES])
+        values, hidden, cell = _session().run(None, {MAGNITUDE_INPUT: magnitudes, "h": hidden, "c": cell})
         probabilities.append(values.reshape(-1))
     return np.concatenate(probabilities) if probabilities else np.zeros(0, dtype=np.float32)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -366,3 +368,15 @@ def test_noise_reduction_without_its_extra_analyzes_as_recorded(monkeypatch, ang
     monkeypatch.setattr(denoise, "available", lambda: False)
     reading = analyze(load_recognizers({})["mel-cnn"], str(angry_clip), "angry", denoise=True)
     assert "Noise reduction is not installed on this server" in reading.details
+
+
+def test_gradio_is_imported_without_rewriting_its_type_stubs():
+    """app.py turns off Gradio's per-import rewriting of its components' .pyi stubs (a second of start-up);
+    Gradio itself must still load and define its components."""
+    code = (
+        "from ser_models.demo import skip_gradio_stub_writing; skip_gradio_stub_writing()\n"
+        "import gradio, gradio.component_meta as meta\n"
+        "print(meta.create_or_modify_pyi.__name__, gradio.Audio().__class__.__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["<lambda>", "Audio"]

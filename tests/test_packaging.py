@@ -102,7 +102,7 @@ def test_installed_package_holds_its_weights_assets_and_examples(installed):
     for name in ("whisper-layers", "mel-cnn", "mfcc-mlp"):
         assert {p.name for p in (package / "weights" / name).iterdir()} >= {"config.json", "model.onnx"}
     assert (package / "weights" / "whisper-base-encoder" / "encoder.onnx").is_file()
-    assert (package / "assets" / "silero_vad" / "silero_vad_16k_sequence.onnx").is_file()
+    assert (package / "assets" / "silero_vad" / "silero_vad_16k_magnitude.onnx").is_file()
     assert (package / "assets" / "mel_filters.npz").is_file()
 
 

@@ -113,3 +113,15 @@ def test_bundled_silero_port_gives_silero_vads_own_probabilities_and_regions(sam
 def frames_of(audio: np.ndarray) -> list[np.ndarray]:
     padded = np.pad(audio, (0, -audio.size % speech.FRAME))
     return list(padded.reshape(-1, speech.FRAME))
+
+
+def test_shipped_vad_graph_is_silero_cut_at_its_stft():
+    """The shipped file is what train/silero_export.py makes from the silero-vad wheel, and numpy's STFT
+    in front of it gives the whole original graph's probabilities (speech and noise)."""
+    pytest.importorskip("silero_vad")
+    from train import silero_export
+
+    source = silero_export.original_model()
+    cut = silero_export.cut_stft(source)
+    assert cut.SerializeToString() == speech.SILERO_ONNX_PATH.read_bytes()
+    assert silero_export.largest_difference(source, cut, silero_export.check_audio()) < silero_export.TOLERANCE
