@@ -206,8 +206,8 @@ def reference_probabilities(model: torch.nn.Module, path: Path) -> np.ndarray:
         else:
             # All 201 frames, as the seed fed them: cropping to the speech frames came later (MelCNN.from_log_mel).
             band = model.config.normalization == "band"
-            speech = torch.tensor([length // scale])  # in 16 kHz samples, as features.valid_frames counts
-            inputs = features.normalized_log_mel(torch.from_numpy(log_mel)[None], speech, band)
+            speech = np.array([length // scale])  # in 16 kHz samples, as features.valid_frames counts
+            inputs = torch.from_numpy(features.normalized_log_mel(log_mel[None], speech, band))
         logits = model(inputs)
     return torch.softmax(logits.double(), dim=-1).numpy()[0]
 
@@ -537,7 +537,7 @@ def main() -> None:
     speech = EmotionRecognizer.from_pretrained("mel-cnn", backend="torch").trim(load_audio(clip))
 
     result: dict = {
-        "command": "python bench/speed.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python bench/speed.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores, {platform.machine()}",
         "versions": versions(),

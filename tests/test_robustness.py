@@ -49,3 +49,20 @@ def test_the_bundled_default_names_its_settings():
     recognizer = EmotionRecognizer.from_pretrained("whisper-layers")
     assert 0 < recognizer.confidence_threshold < 1 and recognizer.temperature > 0
     assert (WEIGHTS_DIR / "whisper-layers" / "model.onnx").is_file()
+
+
+def test_speaker_adaptation_of_other_corpora_removes_each_speakers_pull():
+    """Out of corpus, "adapted" takes go through the product's session adaptation, one session per speaker."""
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(4), 30)  # each speaker's takes span four emotions
+    speakers = np.repeat([0, 1], 60)
+    logits = np.where(np.arange(8) == labels[:, None], 1.0, 0.0) + rng.normal(0, 0.3, (120, 8))
+    logits[speakers == 1, 0] += 2.0  # one voice pulls every take towards emotion 0
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    probabilities[5] = np.nan  # a refused take stays refused
+    clips = robustness.Clips([], labels, speakers)
+    plain = robustness.accuracy(probabilities, labels, [0, 1, 2, 3])
+    adapted = robustness.adapted_accuracy(probabilities, clips, [0, 1, 2, 3])
+    assert set(adapted) == {f"{robustness.SESSION_TAKES} takes", "all takes"}
+    assert adapted["all takes"] > plain + 0.2 and adapted[f"{robustness.SESSION_TAKES} takes"] > plain
+    assert np.isnan(robustness.speaker_adapted(probabilities, speakers, None, rng)[5]).all()

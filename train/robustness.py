@@ -3,6 +3,7 @@
     python -m train.robustness head --copies 2                 # Whisper-layers head: CV on the grid, LOCO, corruptions
     python -m train.robustness head --copies 2 --train-output ser_models/weights/whisper-layers   # ... and ship it
     python -m train.robustness folds --folds runs/cv_saved/models/speaker-independent --name mel-cnn
+    python -m train.robustness corpora                         # leave-one-corpus-out again, for head's report
 
 Every model is scored on each fold's test actors (actors 01–20, speaker-independent folds of
 ``train.splits``) under ``train.corrupt.EVALUATION_GRID``: clean; white noise and babble at 20, 10
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +58,7 @@ N_LAYERS = 7
 LAYER_SETS = {"last": [6], "middle": [3, 4], "upper": [3, 4, 5, 6], "all": list(range(N_LAYERS))}
 L2_GRID = (0.1, 1.0)  # a 7-layer head takes ~20 s a fit here; 0.03-1 scored within a point on clean speech
 ECE_BINS = 10  # equal-width confidence bins of the expected calibration error
+SESSION_TAKES = 10  # out of corpus, adapted: a speaker's first takes the session has heard (and then all)
 CONFIDENCE_GRID = tuple(np.round(np.arange(0.20, 0.71, 0.05), 2))
 
 
@@ -542,9 +545,35 @@ def corpus_features(
     return clips, clean, copied
 
 
+def speaker_adapted(probabilities: np.ndarray, speakers: np.ndarray, takes: int | None, rng) -> np.ndarray:
+    """Each take adapted to its speaker (``ser_models.session``, unlabelled) with the first ``takes`` of that
+    speaker's takes in a random order (None: all of them, as the timeline's "one speaker" does); refused
+    takes stay NaN."""
+    adapted = probabilities.copy()
+    answered = ~np.isnan(probabilities).any(axis=1)
+    for speaker in np.unique(speakers):
+        rows = np.flatnonzero((speakers == speaker) & answered)
+        if rows.size:
+            order = rng.permutation(rows.size)
+            adapted[rows] = session.adapted_with_first(probabilities[rows], order, takes or rows.size)
+    return adapted
+
+
+def adapted_accuracy(probabilities: np.ndarray, clips: Clips, classes: list[int]) -> dict[str, float]:
+    """Accuracy after speaker adaptation with SESSION_TAKES takes (mean over session.ORDERS orders) and with all."""
+    rng = np.random.default_rng(SEED)
+    first = [
+        accuracy(speaker_adapted(probabilities, clips.speakers, SESSION_TAKES, rng), clips.labels, classes)
+        for _ in range(session.ORDERS)
+    ]
+    every = accuracy(speaker_adapted(probabilities, clips.speakers, None, rng), clips.labels, classes)
+    return {f"{SESSION_TAKES} takes": float(np.mean(first)), "all takes": every}
+
+
 def out_of_corpus(store, copies, clean, inputs: Inputs, l2, args) -> dict:
     """Leave-one-corpus-out: each extra corpus scored by heads that never heard it (argmax over the emotions
-    it shares with RAVDESS): one trained on RAVDESS alone, one also on the other extra corpora."""
+    it shares with RAVDESS): one trained on RAVDESS alone, one also on the other extra corpora; each take
+    alone, and adapted to its speaker from that speaker's unlabelled takes."""
     everyone = np.arange(len(store.clips.audio))
     ravdess_sets = [rows_of(w, everyone, store.clips.labels, inputs) for w in [clean, *copies]]
     corpora = {c: corpus_features(c, store, min(args.copies, 1)) for c in data.EXTRA_CORPORA}
@@ -560,13 +589,18 @@ def out_of_corpus(store, copies, clean, inputs: Inputs, l2, args) -> dict:
             for w in [cw, *cc]
         ]
         with_others = fit(ravdess_sets + others, inputs, l2)
+        alone = clip_probabilities(ravdess_only, windows, n)
+        together = clip_probabilities(with_others, windows, n)
         result[corpus] = {
             "classes": [EMOTIONS[i] for i in shared],
             "chance": 1 / len(shared),
             "clips": n,
+            "speakers": len(set(clips.speakers.tolist())),
             "refused": int(windows.refused.sum()),
-            "accuracy_ravdess_only": accuracy(clip_probabilities(ravdess_only, windows, n), clips.labels, shared),
-            "accuracy": accuracy(clip_probabilities(with_others, windows, n), clips.labels, shared),
+            "accuracy_ravdess_only": accuracy(alone, clips.labels, shared),
+            "accuracy": accuracy(together, clips.labels, shared),
+            "speaker_adapted_ravdess_only": adapted_accuracy(alone, clips, shared),
+            "speaker_adapted": adapted_accuracy(together, clips, shared),
         }
     return result
 
@@ -588,6 +622,29 @@ def ship(store, copies, clean, extra_sets, report: dict, args) -> dict:
         "trained_on": report["trained_on"],
         "windows": sum(len(y) for _, y in training),
     }
+
+
+def corpora_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """Leave-one-corpus-out again for the inputs and penalty a ``head`` study chose, read from its report, which
+    is updated: the part of ``head`` that reads the extra corpora, without refitting the fold heads."""
+    path = args.reports / f"robustness_{args.name}.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: run `python -m train.robustness head` first")
+    if not data.extra_dir().is_dir():
+        raise SystemExit(f"the extra corpora are not at {data.extra_dir()}: set ${data.EXTRA_ENV}")
+    report = json.loads(path.read_text())
+    clips = ravdess(args.data)
+    store = FeatureStore(clips, splits.speaker_independent_splits(clips.speakers), args.cache)
+    args.copies = report["copies"]
+    copies = [store.copy(c) for c in range(args.copies)]
+    inputs = Inputs(tuple(report["layers"]), report.get("normalise_layers", False))
+    report["out_of_corpus"] = out_of_corpus(store, copies, store.condition(0), inputs, report["l2"], args)
+    report["out_of_corpus_command"] = command_line("train.robustness", argv)
+    report["robust_score"] = robust_score(report)
+    for corpus, row in report["out_of_corpus"].items():
+        print(f"{corpus}: {row}")
+    write_report(report, path)
+    return report
 
 
 def folds_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
@@ -660,12 +717,15 @@ def main(argv: list[str] | None = None) -> dict:
     folds = commands.add_parser("folds", help="score saved fold models on the grid")
     folds.add_argument("--folds", type=Path, required=True)
     folds.add_argument("--name", required=True)
-    for sub in (head, folds):
+    corpora = commands.add_parser("corpora", help="leave-one-corpus-out again for a head study's report")
+    corpora.add_argument("--name", default="whisper-layers")
+    for sub in (head, folds, corpora):
         sub.add_argument("--data", default=None, help=f"RAVDESS folder or Hub id (default ${data.DATA_ENV})")
         sub.add_argument("--cache", type=Path, default=CACHE_DIR)
         sub.add_argument("--reports", type=Path, default=REPORTS_DIR)
     args = parser.parse_args(argv)
-    return head_study(args, argv) if args.command == "head" else folds_study(args, argv)
+    studies = {"head": head_study, "folds": folds_study, "corpora": corpora_study}
+    return studies[args.command](args, argv)
 
 
 if __name__ == "__main__":
