@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_latency import ROOT, four_second_clip  # noqa: E402
+from app_latency import ROOT, four_second_clip, loopback_client  # noqa: E402
 from reliability import App, ten_minute_wav  # noqa: E402
 
 from ser_models.registry import DEFAULT_MODEL  # noqa: E402
@@ -62,7 +62,7 @@ def main() -> dict:
     parser.add_argument("--output", type=Path, default=ROOT / "reports" / "load_test.json")
     args = parser.parse_args()
 
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     folder = Path(tempfile.mkdtemp(prefix="load-test-"))
     clip = four_second_clip(data_dir())
@@ -101,7 +101,7 @@ def main() -> dict:
         return "ok" if len(answer[0]["confidences"]) == 8 else "error: predict: not 8 probabilities"
 
     def short_client(index: int, quota: int) -> None:
-        client = Client(app.url, verbose=False, headers={"X-Forwarded-For": f"198.18.{index // 250}.{index % 250 + 1}"})
+        client = loopback_client(app.url, headers={"X-Forwarded-For": f"198.18.{index // 250}.{index % 250 + 1}"})
         consent = False
         for _ in range(quota):
             if time.perf_counter() > deadline:
@@ -125,7 +125,7 @@ def main() -> dict:
                 time.sleep(args.think)
 
     def long_client(index: int, stop: threading.Event) -> None:
-        client = Client(app.url, verbose=False, headers={"X-Forwarded-For": f"198.19.0.{index + 1}"})
+        client = loopback_client(app.url, headers={"X-Forwarded-For": f"198.19.0.{index + 1}"})
         while not stop.is_set() and time.perf_counter() < deadline:
             began = time.perf_counter()
             outcome = classify(

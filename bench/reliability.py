@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from app_latency import loopback_client  # noqa: E402
+
 from ser_models.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from ser_models.registry import DEFAULT_MODEL, WEIGHTS_DIR  # noqa: E402
 
@@ -555,7 +557,7 @@ def flood(
     ``live_every`` s, never read) and /timeline (10-minute recordings, back to back from ``timeline_threads``
     threads, never read); meanwhile a fresh client calls /predict with a 4 s clip every ``probe_every`` s.
     Returns the figures."""
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     clip_wav = wav_bytes(speech(4.0))
     long_wav = ten_minute_wav()
@@ -627,7 +629,7 @@ def flood(
     threads += [threading.Thread(target=timeline_flood, daemon=True) for _ in range(timeline_threads)]
     for thread in threads:
         thread.start()
-    fresh = Client(url, verbose=False, headers={"X-Forwarded-For": "198.51.100.1"})
+    fresh = loopback_client(url, headers={"X-Forwarded-For": "198.51.100.1"})
     started = time.monotonic()
     try:
         while time.monotonic() - started < seconds:
@@ -798,14 +800,14 @@ def request_cost_part(args) -> dict:
     """Server and client CPU time per /predict of a 4 s clip, one client, calls one after another: what bounds
     the throughput of a 2-core machine, and so the latency of many clients calling without a pause."""
     import psutil
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     clip = Path(tempfile.mkdtemp()) / "clip_4s.wav"
     clip.write_bytes(wav_bytes(speech(4.0)))
     app = App(Path(tempfile.mkdtemp(prefix="request-cost-")))
     models = {}
     try:
-        client = Client(app.url, verbose=False)
+        client = loopback_client(app.url)
         server = psutil.Process(app.process.pid)
         for model in args.models:
             for _ in range(5):
