@@ -84,20 +84,20 @@ def frame_magnitudes(frames: np.ndarray) -> np.ndarray:
 
     Silero convolves each frame, reflect-padded by STFT_HOP on both sides, with a Hann-windowed Fourier
     basis every STFT_HOP samples and drops the first column: so only the right padding is ever read,
-    and only its first half. numpy's FFT gives the same to about 1e-6 in a tenth of the time. It runs
+    and only its first half. numpy's FFT gives the same to about 1e-6 in a sixth of the time. It runs
     in float64 (numpy transforms it five times faster than float32) and on FFT_BLOCK frames at a time
     (temporaries of a megabyte cost more in fresh pages than the transform itself: 1.4 ms vs 0.5).
     """
-    magnitudes = np.empty((len(frames), STFT_SIZE // 2 + 1, 4), dtype=np.float32)
+    blocks = []
     for start in range(0, len(frames), FFT_BLOCK):
         block = frames[start : start + FFT_BLOCK]
-        reflected = block[:, -2 : -2 - (STFT_SIZE - STFT_HOP) // 2 : -1]
-        extended = np.concatenate([block, reflected], axis=1)
-        columns = np.lib.stride_tricks.sliding_window_view(extended, STFT_SIZE, axis=1)[:, ::STFT_HOP]
-        magnitudes[start : start + FFT_BLOCK] = np.abs(np.fft.rfft(columns * _stft_window(), axis=-1)).transpose(
-            0, 2, 1
+        reflected = block[:, -2 : -2 - STFT_HOP // 2 : -1]
+        columns = np.lib.stride_tricks.sliding_window_view(
+            np.concatenate([block, reflected], axis=1), STFT_SIZE, axis=1
         )
-    return magnitudes
+        spectrum = np.fft.rfft(columns[:, ::STFT_HOP] * _stft_window(), axis=-1)
+        blocks.append(np.abs(spectrum).transpose(0, 2, 1).astype(np.float32))
+    return np.concatenate(blocks) if blocks else np.zeros((0, STFT_SIZE // 2 + 1, 4), dtype=np.float32)
 
 
 def frame_probabilities(audio: np.ndarray) -> np.ndarray:

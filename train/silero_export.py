@@ -5,7 +5,7 @@
 Silero's batched ("sequence") ONNX model, from the ``silero-vad`` 6.2.3 wheel (MIT), computes its
 STFT inside the graph as a convolution of each reflect-padded frame with a Hann-windowed Fourier
 basis: 2.6 of the 7 ms it takes for a 4 s clip on this CPU. numpy's FFT gives the same magnitudes in
-0.4 ms (``speech.frame_magnitudes``), so the file shipped is Silero's graph from the magnitudes on:
+0.5 ms (``speech.frame_magnitudes``), so the file shipped is Silero's graph from the magnitudes on:
 the STFT nodes are cut off and the magnitudes become its input. Before writing, the cut graph fed
 with numpy's magnitudes is checked against the whole original graph on speech and noise.
 """
