@@ -1134,22 +1134,23 @@ def _small_models_multi_condition(reports: Path = REPORTS_DIR) -> str:
             continue
         folds = corrupted.get("folds_scored", list(range(len(corrupted["grid"]["clean"]["folds"]))))
         (clean_a, grid_a), (clean_b, grid_b) = _grid_on_folds(clean_trained, folds), _grid_on_folds(corrupted, folds)
-        where = (
-            "" if len(folds) == corrupted.get("folds_total", len(folds)) else f" (folds {', '.join(map(str, folds))})"
-        )
+        partial = len(folds) < corrupted.get("folds_total", len(folds))
+        where = f", folds {', '.join(map(str, folds))}" if partial else ""
         better = (clean_b + grid_b) > (clean_a + grid_a)
-        lines.append(
-            f"- `{model}` trained multi-condition on the same seeded chains (`--corrupted-copies 2`, the column "
-            f"`{model}-multi-condition` above){where}: clean {clean_a:.1%} → {clean_b:.1%}, degraded grid mean "
-            f"{grid_a:.1%} → {grid_b:.1%}. "
-            + (
-                f"Better on both together, but measured on {len(folds)} folds only: the bundled model stays the "
-                "clean-trained one until every fold is in."
-                if better and where
-                else "Better on both together."
-                if better
-                else f"Worse on the criterion: {network} cannot hold both, and the clean-trained one stays."
+        if not better:
+            verdict = f"Worse on the criterion: {network} cannot hold both, and the clean-trained one stays."
+        elif partial:
+            verdict = (
+                f"Better on the criterion (clean and degraded together), measured on {len(folds)} folds: the "
+                "bundled model stays the clean-trained one until every fold is in and it is retrained "
+                f"(`python -m train.{model.split('-')[1]} --corrupted-copies 2`)."
             )
+        else:
+            verdict = "Better on the criterion (clean and degraded together)."
+        lines.append(
+            f"- `{model}` trained multi-condition on the same seeded chains (`--corrupted-copies 2`: the column "
+            f"`{model}-multi-condition` above{where}): clean {clean_a:.1%} → {clean_b:.1%}, degraded grid mean "
+            f"{grid_a:.1%} → {grid_b:.1%}. {verdict}"
         )
     if not lines:
         return ""
