@@ -39,6 +39,7 @@ SILERO_ONNX_PATH = Path(__file__).parent / "assets" / "silero_vad" / "silero_vad
 MAGNITUDE_INPUT = "magnitude"
 STFT_SIZE = 256  # Silero's STFT: Hann-windowed frames of 256 samples every 128, reflect-padded by 128
 STFT_HOP = 128
+STFT_COLUMNS = (CONTEXT + FRAME + STFT_HOP // 2 - STFT_SIZE) // STFT_HOP + 1  # 4 per frame (see frame_magnitudes)
 FFT_BLOCK = 32  # frames transformed at a time (1 s)
 BLOCK_FRAMES = 512  # frames per onnxruntime call (16 s): memory stays bounded on an hour of audio
 NO_SPEECH_MESSAGE = (
@@ -80,7 +81,7 @@ def _stft_window() -> np.ndarray:
 
 
 def frame_magnitudes(frames: np.ndarray) -> np.ndarray:
-    """Silero's STFT magnitudes of each frame, (n_frames, 129, 4): its graph's own first step, in numpy.
+    """Silero's STFT magnitudes of each frame, (n_frames, 129, STFT_COLUMNS): its graph's first step, in numpy.
 
     Silero convolves each frame, reflect-padded by STFT_HOP on both sides, with a Hann-windowed Fourier
     basis every STFT_HOP samples and drops the first column: so only the right padding is ever read,
@@ -97,7 +98,7 @@ def frame_magnitudes(frames: np.ndarray) -> np.ndarray:
         )
         spectrum = np.fft.rfft(columns[:, ::STFT_HOP] * _stft_window(), axis=-1)
         blocks.append(np.abs(spectrum).transpose(0, 2, 1).astype(np.float32))
-    return np.concatenate(blocks) if blocks else np.zeros((0, STFT_SIZE // 2 + 1, 4), dtype=np.float32)
+    return np.concatenate(blocks) if blocks else np.zeros((0, STFT_SIZE // 2 + 1, STFT_COLUMNS), dtype=np.float32)
 
 
 def frame_probabilities(audio: np.ndarray) -> np.ndarray:

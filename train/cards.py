@@ -1127,7 +1127,11 @@ def _grid_on_folds(report: dict, folds: list[int]) -> tuple[float, float]:
 def _small_models_multi_condition(reports: Path = REPORTS_DIR) -> str:
     """Why the shipped CNN and MLP are the clean-trained ones, from their multi-condition runs' reports."""
     lines = []
-    for model, network in (("mfcc-mlp", "a small network on MFCC statistics"), ("mel-cnn", "the log-mel CNN")):
+    small_models = (
+        ("mfcc-mlp", "train.mlp", "a small network on MFCC statistics"),
+        ("mel-cnn", "train.cnn", "the log-mel CNN"),
+    )
+    for model, trainer, network in small_models:
         clean_trained = _report(f"robustness_{model}.json", reports)
         corrupted = _report(f"robustness_{model}-multi-condition.json", reports)
         if not (clean_trained and corrupted):
@@ -1143,7 +1147,7 @@ def _small_models_multi_condition(reports: Path = REPORTS_DIR) -> str:
             verdict = (
                 f"Better on the criterion (clean and degraded together), measured on {len(folds)} folds: the "
                 "bundled model stays the clean-trained one until every fold is in and it is retrained "
-                f"(`python -m train.{model.split('-')[1]} --corrupted-copies 2`)."
+                f"(`python -m {trainer} --corrupted-copies 2`)."
             )
         else:
             verdict = "Better on the criterion (clean and degraded together)."
