@@ -83,6 +83,32 @@ def test_cross_validation_writes_reports(ravdess_dir, tmp_path):
     assert report["actors"] == [1, 2, 3, 4, 5, 6]
 
 
+def test_runs_over_disjoint_folds_merge_into_the_report_of_one_run(ravdess_dir, tmp_path):
+    def run(folder: str, *only: str) -> dict:
+        argv = ["--model", "mfcc-mlp", "--protocol", "speaker-independent", "--actors", *"123456", "--folds", "3"]
+        argv += ["--epochs", "2", "--reports", str(tmp_path / folder)]
+        return crossval.main(argv + (["--only-folds", *only] if only else []))
+
+    whole = run("whole")["protocols"]["speaker-independent"]
+    run("first", "0")
+    run("rest", "1", "2")
+    parts = [str(tmp_path / folder / "cv_mfcc-mlp.json") for folder in ("rest", "first")]
+    merged = crossval.main(["--merge", *parts, "--name", "merged", "--reports", str(tmp_path)])
+    result = json.loads((tmp_path / "cv_merged.json").read_text())["protocols"]["speaker-independent"]
+
+    def scores(folds: list[dict]) -> list[tuple]:
+        return [(f["fold"], f["test_actors"], f["accuracy"], f["macro_f1"]) for f in folds]
+
+    assert scores(result["folds"]) == scores(whole["folds"])  # each fold is the same with or without the others
+    assert result["confusion_matrix"] == whole["confusion_matrix"]
+    for key in ("accuracy", "macro_f1", "uar", "per_class_recall", "chance"):
+        assert result[key] == pytest.approx(whole[key]), key
+    assert merged["command"].count("python -m train.crossval") == 3
+    assert (tmp_path / "confusion_merged_speaker-independent.png").is_file()
+    with pytest.raises(SystemExit, match="more than one run"):
+        crossval.main(["--merge", parts[0], parts[0], "--reports", str(tmp_path)])
+
+
 def test_noise_augmentation_adds_power_only_inside_the_speech():
     import torch
 

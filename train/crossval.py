@@ -13,6 +13,7 @@ every process trains each fold (see train/trainer.py); the main process writes r
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
@@ -159,6 +160,38 @@ def summarize(folds: list[dict], truths: list[np.ndarray], predictions: list[np.
     }
 
 
+def merge_runs(runs: list[dict]) -> dict:
+    """One report from runs of the same model and settings over disjoint folds (``--only-folds``): every
+    fold's scores as one mean ± std, the confusion matrices summed, per-emotion recall and chance from the sum."""
+    same = ("model", "train_config", "corrupted_copies", "actors", "clips")
+    for run in runs[1:]:
+        differing = [key for key in same if run.get(key) != runs[0].get(key)]
+        if differing:
+            raise SystemExit(f"cannot merge runs that differ in {', '.join(differing)}")
+    merged = {key: runs[0][key] for key in (*same, "device", "processes")}
+    merged["seconds"] = round(sum(run["seconds"] for run in runs), 1)
+    merged["protocols"] = {}
+    for protocol in dict.fromkeys(p for run in runs for p in run["protocols"]):
+        results = [run["protocols"][protocol] for run in runs if protocol in run["protocols"]]
+        folds = sorted((fold for result in results for fold in result["folds"]), key=lambda fold: fold["fold"])
+        numbers = [fold["fold"] for fold in folds]
+        if len(set(numbers)) != len(numbers):
+            raise SystemExit(f"{protocol}: a fold is in more than one run ({numbers})")
+        confusion = np.sum([result["confusion_matrix"] for result in results], axis=0)
+        per_emotion = confusion.sum(axis=1)
+        merged["protocols"][protocol] = {
+            **{
+                key: {"mean": float(np.mean([f[key] for f in folds])), "std": float(np.std([f[key] for f in folds]))}
+                for key in METRIC_KEYS
+            },
+            "per_class_recall": dict(zip(EMOTIONS, (np.diag(confusion) / per_emotion).tolist(), strict=True)),
+            "confusion_matrix": confusion.tolist(),
+            "chance": chance_levels(np.repeat(np.arange(len(EMOTIONS)), per_emotion)),
+            "folds": folds,
+        }
+    return merged
+
+
 def plot_confusion(matrix: list[list[int]], title: str, path: Path) -> None:
     import matplotlib
 
@@ -230,7 +263,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--save-models", type=Path, default=None, help="keep every fold's model and logits under DIR/<protocol>/"
     )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="REPORT",
+        help="train nothing: join the reports of runs over disjoint folds (--only-folds) into --reports/cv_NAME.json",
+    )
+    parser.add_argument("--name", default=None, help="the merged report's name (default: the model's)")
     args = parser.parse_args(argv)
+    if args.merge:
+        return write_merged(args, argv)
 
     started = time.perf_counter()
     config = TRAIN_CONFIGS[args.model]
@@ -280,6 +324,23 @@ def main(argv: list[str] | None = None) -> dict:
         args.reports.mkdir(parents=True, exist_ok=True)
         write_report(report, args.reports / f"cv_{args.model}.json")
     state.wait_for_everyone()
+    return report
+
+
+def write_merged(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    runs = [json.loads(path.read_text()) for path in args.merge]
+    report = merge_runs(runs)
+    # The commands of the runs, then this one: together they reproduce the merged report.
+    report["command"] = " && ".join([*(run["command"].strip() for run in runs), command_line("train.crossval", argv)])
+    name = args.name or report["model"]
+    for protocol, result in report["protocols"].items():
+        plot_confusion(
+            result["confusion_matrix"],
+            f"{name}, {protocol}, {len(result['folds'])}-fold: accuracy {result['accuracy']['mean']:.1%}",
+            args.reports / f"confusion_{name}_{protocol}.png",
+        )
+        print(f"{name} {protocol}: accuracy {result['accuracy']['mean']:.1%} ± {result['accuracy']['std']:.1%}")
+    write_report(report, args.reports / f"cv_{name}.json")
     return report
 
 
