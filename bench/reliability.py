@@ -472,12 +472,15 @@ class App:
         return sum(sum(p.cpu_times()[:2]) for p in [process, *process.children(recursive=True)])
 
     def upload_bytes(self) -> int:
+        """Bytes under the app's upload folder now. The app deletes uploads while this walks, so a file or
+        folder that vanishes is skipped (os.walk ignores a folder it can no longer list; Path.rglob raises)."""
         total = 0
-        for path in self.temp.rglob("*"):
-            try:
-                total += path.stat().st_size if path.is_file() else 0
-            except OSError:
-                pass
+        for folder, _, files in os.walk(self.temp):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(folder, name)).st_size
+                except OSError:
+                    pass
         return total
 
     def stop(self) -> int | None:
