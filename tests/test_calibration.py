@@ -9,6 +9,7 @@ from train.calibration import (
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
+    shipped_temperature,
     softmax,
 )
 
@@ -42,6 +43,14 @@ def test_temperature_fitted_on_validation_lowers_ece_on_held_out_data():
         test_logits, test_labels
     )
     assert (softmax(test_logits, temperature).argmax(1) == test_logits.argmax(1)).all()  # accuracy unchanged
+
+
+def test_a_temperature_that_worsens_unseen_actors_is_not_shipped():
+    def folds(nll_before: float, nll_after: float) -> dict:
+        return {"nll_before": {"mean": nll_before}, "nll_after": {"mean": nll_after}, "temperature": {"mean": 1.3}}
+
+    assert shipped_temperature(folds(1.20, 1.10)) == 1.3
+    assert shipped_temperature(folds(1.10, 1.11)) == 1.0
 
 
 @pytest.mark.slow

@@ -34,8 +34,8 @@ def test_calibration_session_and_noise_sections_show_the_measured_figures(tmp_pa
                 "folds": [fold],
                 "ece_before": {"mean": 0.123, "std": 0.01},
                 "ece_after": {"mean": 0.045, "std": 0.01},
-                "nll_before": STAT,
-                "nll_after": STAT,
+                "nll_before": {"mean": 1.5, "std": 0.1},
+                "nll_after": {"mean": 1.2, "std": 0.1},
             },
             "applied": {
                 "validation_actors": [3, 8],
@@ -47,6 +47,7 @@ def test_calibration_session_and_noise_sections_show_the_measured_figures(tmp_pa
     )
     text = cards.calibration_section(tmp_path)
     assert "0.123 ± 0.010" in text and "0.045 ± 0.010" in text and "1.65" in text and "train.calibration" in text
+    assert "keeps temperature 1" not in text
 
     accuracy = {
         k: STAT for k in ("single", "k=5", "k=10", "k=20", "k=all", "online", "skewed_single", "skewed_adapted")
@@ -114,7 +115,7 @@ def test_eval_results_are_the_hub_format_and_the_reports_figures(tmp_path):
             expected.setdefault(model, {})[f"speaker_independent_{key}"] = (result[key]["mean"], r["command"])
     for path in sorted(cards.REPORTS_DIR.glob("cv_*.json")):
         r = report(path.name)
-        model = {"whisper-head": "whisper-base"}.get(r["model"], r["model"])
+        model = cards.served_name(path.stem.removeprefix("cv_"))
         for protocol, result in r["protocols"].items():
             for key in ("accuracy", "macro_f1", "uar"):
                 if key in result:
@@ -125,8 +126,11 @@ def test_eval_results_are_the_hub_format_and_the_reports_figures(tmp_path):
         assert r["protocol"] == "speaker-independent"
         for condition, cell in r["grid"].items():
             task = "speaker_independent_accuracy_" + cards._condition_task(condition)
-            expected.setdefault(r["model"], {})[task] = (cell["mean"], r["command"])
-        expected[r["model"]]["speaker_independent_accuracy_grid_mean"] = (r["grid_mean"], r["command"])
+            expected.setdefault(cards.served_name(r["model"]), {})[task] = (cell["mean"], r["command"])
+        expected[cards.served_name(r["model"])]["speaker_independent_accuracy_grid_mean"] = (
+            r["grid_mean"],
+            r["command"],
+        )
 
     expected = {model: tasks for model, tasks in expected.items() if model in MODELS}
     assert set(results) == set(expected)

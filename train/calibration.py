@@ -6,8 +6,9 @@ Reads the per-fold models and logits that ``python -m train.crossval --save-mode
 On every fold one temperature is fitted on the fold's validation actors (minimum negative
 log-likelihood) and the expected calibration error (ECE, 15 equal-width bins) is measured on its
 test actors before and after. ``--apply`` stores the folds' mean temperature in a trained model's
-config, which the recognizer applies to every prediction (one model's own 120 validation clips are
-too few to fit it alone; their ECE is reported for information). Writes reports/calibration_<model>.json.
+config where it lowers the held-out log-likelihood (else temperature 1), which the recognizer applies to
+every prediction (one model's own 120 validation clips are too few to fit it alone; their ECE is reported
+for information). Writes reports/calibration_<model>.json.
 """
 
 from __future__ import annotations
@@ -112,6 +113,14 @@ def evaluate_folds(folds_dir: Path, labels: np.ndarray) -> dict:
     }
 
 
+def shipped_temperature(cross_validated: dict) -> float:
+    """The folds' mean temperature where it lowers the held-out log-likelihood; 1 where it does not (a
+    temperature fitted on validation actors that makes unseen actors' probabilities worse is not shipped)."""
+    if cross_validated["nll_after"]["mean"] < cross_validated["nll_before"]["mean"]:
+        return cross_validated["temperature"]["mean"]
+    return 1.0
+
+
 def apply_to_model(model_dir: Path, temperature: float, log_mel, lengths, labels, actor_of_row) -> dict:
     """Store ``temperature`` in a trained model's config; report ECE on its own validation actors."""
     model = EmotionModel.from_pretrained(model_dir)
@@ -148,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cross_validated": evaluate_folds(args.folds, labels.numpy()),
     }
     if args.apply:
-        temperature = report["cross_validated"]["temperature"]["mean"]
+        temperature = shipped_temperature(report["cross_validated"])
         report["applied"] = apply_to_model(args.apply, temperature, log_mel, lengths, labels.numpy(), actor_of_row)
     cv = report["cross_validated"]
     print(

