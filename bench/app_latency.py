@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from ser_models.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from train.data import data_dir  # noqa: E402
+from train.reports import script_command  # noqa: E402
 
 
 def four_second_clip(folder: Path) -> Path:
@@ -111,7 +112,7 @@ def main() -> None:
         process.wait(timeout=20)
     ms = np.asarray(latencies) * 1000
     result = {
-        "command": "python bench/app_latency.py " + " ".join(sys.argv[1:]),
+        "command": script_command("bench/app_latency.py"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "model": args.model,
         "clip_seconds": 4.0,

@@ -30,6 +30,7 @@ from ser_models.audio import SAMPLE_RATE  # noqa: E402
 from ser_models.models import MODEL_CLASSES, EmotionModel  # noqa: E402
 from ser_models.registry import WEIGHTS_DIR  # noqa: E402
 from ser_models.scorers import EnsembleScorer  # noqa: E402
+from train.reports import script_command  # noqa: E402
 
 
 def recognizers() -> Iterator[tuple[str, EmotionRecognizer]]:
@@ -70,7 +71,7 @@ def main() -> None:
         n = rows[name]["parameters"]
         print(f"{name:28} {n:>10,} params  p50 {latency['p50']:7.2f}  p95 {latency['p95']:7.2f} ms")
     report = {
-        "command": "python bench/architectures.py " + " ".join(sys.argv[1:]),
+        "command": script_command("bench/architectures.py"),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "clip": str(CLIP_SOURCE) if source.is_file() else "synthetic",
         "calls": args.calls,

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from ser_models.corpus import score_corpus  # noqa: E402
 from ser_models.registry import DEFAULT_MODEL  # noqa: E402
 from train.data import data_dir  # noqa: E402
+from train.reports import script_command  # noqa: E402
 
 CLUSTER_WORKERS = 100
 
@@ -162,7 +162,7 @@ def main() -> None:
         f"{estimate['audio_hours_per_hour']} hours of audio per hour"
     )
     report = {
-        "command": "python " + shlex.join(["bench/corpus.py", *sys.argv[1:]]),
+        "command": script_command("bench/corpus.py"),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "machine": f"{platform.processor() or platform.machine()}, {cores} cores, shared with other work",
         "versions": {

@@ -28,6 +28,7 @@ from speed import timed  # noqa: E402  (bench/speed.py: warm-up, then one perf_c
 
 from ser_models import EmotionRecognizer, features, load_audio, speech  # noqa: E402
 from train.data import data_dir  # noqa: E402
+from train.reports import script_command  # noqa: E402
 
 CLIP = "Actor_01/03-01-05-02-01-01-01.flac"
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{args.model:>15} {stage:>22}: p50 {figures['p50_ms']:6.1f} ms, p95 {figures['p95_ms']:6.1f} ms")
     report = {
         "model": args.model,
-        "command": "python bench/latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": script_command("bench/latency.py", argv),
         "clip": CLIP + " (cut to 4.0 s)",
         "calls": args.calls,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -40,6 +40,7 @@ from reliability import App, ten_minute_wav  # noqa: E402
 
 from ser_models.registry import DEFAULT_MODEL  # noqa: E402
 from train.data import data_dir  # noqa: E402
+from train.reports import script_command  # noqa: E402
 
 EXPECTED_REFUSAL = "could not be decoded as audio"
 BUSY = "Server busy. Try again in"
@@ -191,7 +192,7 @@ def main() -> dict:
     growth = memory_at_end / memory_after_warmup - 1
     p95_long = percentiles(during_long)["p95"]
     report = {
-        "command": "python bench/load_test.py " + " ".join(sys.argv[1:]),
+        "command": script_command("bench/load_test.py"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "load_average": {"at_start": round(load_at_start, 1), "at_end": round(os.getloadavg()[0], 1)},
         "model": args.model,

@@ -49,6 +49,7 @@ from app_latency import loopback_client  # noqa: E402
 
 from ser_models.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from ser_models.registry import DEFAULT_MODEL, WEIGHTS_DIR  # noqa: E402
+from train.reports import script_command  # noqa: E402
 
 MB = 2**20
 MAX_PEAK_MB = 600
@@ -856,7 +857,7 @@ def main() -> None:
     cost.add_argument("--model", default=DEFAULT_MODEL)
     args = parser.parse_args()
     started = time.perf_counter()
-    header = {"command": "python bench/reliability.py " + " ".join(sys.argv[1:]), "machine": machine()}
+    header = {"command": script_command("bench/reliability.py"), "machine": machine()}
     run = {
         "files": files_part,
         "models": models_part,

@@ -34,7 +34,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from train.reports import script_command  # noqa: E402
+
 DATA = Path(os.environ.get("RAVDESS_DIR", ROOT.parent / "shared" / "data" / "ravdess"))
 CLIP = DATA / "Actor_01" / "03-01-05-02-01-01-01.flac"
 VENV_TOOLING = ("pip", "setuptools", "_distutils_hack", "pkg_resources", "wheel", "distutils-precedence.pth")
@@ -159,7 +161,7 @@ def main() -> None:
     result["app"] = sorted(apps, key=lambda a: a["cold_start_s"])[len(apps) // 2]
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
     result["bytecode_cache"] = "written by the first start, read by the rest (medians of --repeats)"
-    result["command"] = "python bench/serving.py " + " ".join(sys.argv[1:])
+    result["command"] = script_command("bench/serving.py")
 
     report = json.loads(args.output.read_text()) if args.output.is_file() else {}
     report[args.label] = result

@@ -48,6 +48,7 @@ from ser_models.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from ser_models.inference import EmotionRecognizer  # noqa: E402
 from ser_models.registry import DEFAULT_MODEL, MODELS  # noqa: E402
 from ser_models.scorers import EnsembleScorer, model_inputs, softmax  # noqa: E402
+from train.reports import script_command  # noqa: E402
 
 CLIP_SECONDS = 4.0
 CLIP_SOURCE = Path("Actor_01") / "03-01-05-02-01-01-01.flac"  # the clip bench/app_latency.py uses
@@ -537,7 +538,7 @@ def main() -> None:
     speech = EmotionRecognizer.from_pretrained("mel-cnn", backend="torch").trim(load_audio(clip))
 
     result: dict = {
-        "command": " ".join(["python bench/speed.py", *sys.argv[1:]]),
+        "command": script_command("bench/speed.py"),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores, {platform.machine()}",
         "versions": versions(),

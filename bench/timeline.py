@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from ser_models import EmotionRecognizer, features, load_audio  # noqa: E402
 from ser_models.segments import TIMELINE_MAX_SECONDS, timeline  # noqa: E402
 from train.data import data_dir  # noqa: E402
+from train.reports import script_command  # noqa: E402
 
 
 def long_recording(minutes: float, seed: int = 0) -> Path:
@@ -63,7 +64,7 @@ def main() -> None:
     finished = time.perf_counter()
     seconds = audio.size / features.SAMPLE_RATE
     report = {
-        "command": "python bench/timeline.py " + " ".join(sys.argv[1:]),
+        "command": script_command("bench/timeline.py"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
         "model": args.model,
         "vad": result.vad,

@@ -25,3 +25,11 @@ def test_speed_reference_pipeline_agrees_with_ours(name, sample_clips):
         ours = np.array(list(recognizer.predict_file(clip).values()))
         assert reference.shape == (8,) and abs(reference.sum() - 1) < 1e-6
         assert reference.argmax() == ours.argmax()
+
+
+def test_a_benchmark_report_names_the_command_that_reruns_it(monkeypatch):
+    from train.reports import script_command
+
+    monkeypatch.setattr(sys, "argv", ["bench/corpus.py", "--data", "my recordings"])
+    assert script_command("bench/corpus.py") == "python bench/corpus.py --data 'my recordings'"
+    assert script_command("bench/speed.py", []) == "python bench/speed.py"  # no trailing space to strip

@@ -18,6 +18,11 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
     return f"python -m {module} {shlex.join(argv if argv is not None else sys.argv[1:])}".rstrip()
 
 
+def script_command(script: str, argv: Sequence[str] | None = None) -> str:
+    """``command_line`` for a script run by path, such as the benchmarks: ``python bench/speed.py ...``."""
+    return shlex.join(["python", script, *(argv if argv is not None else sys.argv[1:])])
+
+
 def write_report(report: dict, path: Path) -> Path:
     """``report`` as indented JSON at ``path`` (folders made as needed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
