@@ -124,13 +124,11 @@ def test_eval_results_are_the_hub_format_and_the_reports_figures(tmp_path):
     for path in sorted(cards.REPORTS_DIR.glob("robustness_*.json")):
         r = report(path.name)
         assert r["protocol"] == "speaker-independent"
+        served = cards.served_name(r["model"])
         for condition, cell in r["grid"].items():
             task = "speaker_independent_accuracy_" + cards._condition_task(condition)
-            expected.setdefault(cards.served_name(r["model"]), {})[task] = (cell["mean"], r["command"])
-        expected[cards.served_name(r["model"])]["speaker_independent_accuracy_grid_mean"] = (
-            r["grid_mean"],
-            r["command"],
-        )
+            expected.setdefault(served, {})[task] = (cell["mean"], r["command"])
+        expected[served]["speaker_independent_accuracy_grid_mean"] = (r["grid_mean"], r["command"])
 
     expected = {model: tasks for model, tasks in expected.items() if model in MODELS}
     assert set(results) == set(expected)

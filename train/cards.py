@@ -63,10 +63,11 @@ def model_index(cv: dict, reports: Path = REPORTS_DIR) -> str:
     lines = ["model-index:"]
     results = [(model, report["protocols"].get("speaker-independent")) for model, report in shipped_models(cv).items()]
     for model, result in results:
-        if not result or not served_name(model):
+        served = served_name(model)
+        if not result or not served:
             continue
         lines += [
-            f"- name: ser-{served_name(model)}",
+            f"- name: ser-{served}",
             "  results:",
             "  - task: {type: audio-classification, name: Speech emotion recognition}",
             "    dataset: {type: ravdess, name: 'RAVDESS speech, actors 01-20, actor-grouped 5-fold CV'}",
@@ -162,7 +163,8 @@ def eval_results(cv: dict, reports: Path = REPORTS_DIR) -> dict:
         )
 
     for model, report in shipped_models(cv, reports).items():
-        if not served_name(model):
+        served = served_name(model)
+        if not served:
             continue
         name, command = _headline_source(model, cv, reports)
         for protocol, result in report["protocols"].items():
@@ -171,22 +173,22 @@ def eval_results(cv: dict, reports: Path = REPORTS_DIR) -> dict:
             for key, label in EVAL_METRICS.items():
                 if key in result:
                     add(
-                        served_name(model),
+                        served,
                         f"{_protocol_task(protocol)}_{key}",
                         result[key]["mean"],
                         f"{label}, {setup}, RAVDESS speech, actors 01-20: {folds} (std {result[key]['std']:.4f}). "
                         f"reports/{name}, from `{command}`.",
                     )
     for model, report in robustness_reports(reports).items():
-        protocol = report.get("protocol")
-        if not protocol or not served_name(model):  # a grid whose split is not recorded is not published
+        protocol, served = report.get("protocol"), served_name(model)
+        if not protocol or not served:  # a grid whose split is not recorded is not published
             continue
         (setup, unit), name = EVAL_PROTOCOLS.get(protocol, (protocol, "runs")), f"robustness_{model}.json"
         command = report["command"].strip()
         for condition, cell in report["grid"].items():
             refused = f", {cell['refused']} clips refused" if cell.get("refused") else ""
             add(
-                served_name(model),
+                served,
                 f"{_protocol_task(protocol)}_accuracy_{_condition_task(condition)}",
                 cell["mean"],
                 f"Accuracy under '{condition}' (robustness grid, train/corrupt.py EVALUATION_GRID), {setup}, "
@@ -195,7 +197,7 @@ def eval_results(cv: dict, reports: Path = REPORTS_DIR) -> dict:
             )
         if "grid_mean" in report:
             add(
-                served_name(model),
+                served,
                 f"{_protocol_task(protocol)}_accuracy_grid_mean",
                 report["grid_mean"],
                 f"Accuracy, mean over the robustness grid's {len(report['grid'])} conditions (clean included), "

@@ -15,12 +15,16 @@ RUNS_DIR = ROOT / "runs"  # caches and saved fold models (not committed)
 
 def command_line(module: str, argv: Sequence[str] | None) -> str:
     """The command that reproduces this run, as written into its report."""
-    return f"python -m {module} {shlex.join(argv if argv is not None else sys.argv[1:])}".rstrip()
+    return _python_command(["-m", module], argv)
 
 
 def script_command(script: str, argv: Sequence[str] | None = None) -> str:
     """``command_line`` for a script run by path, such as the benchmarks: ``python bench/speed.py ...``."""
-    return shlex.join(["python", script, *(argv if argv is not None else sys.argv[1:])])
+    return _python_command([script], argv)
+
+
+def _python_command(target: list[str], argv: Sequence[str] | None) -> str:
+    return shlex.join(["python", *target, *(argv if argv is not None else sys.argv[1:])])
 
 
 def write_report(report: dict, path: Path) -> Path:
