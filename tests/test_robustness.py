@@ -32,6 +32,23 @@ def test_accuracy_counts_refusals_as_wrong_and_restricts_to_shared_classes():
     assert robustness.accuracy(probabilities, labels, classes=[0, 3]) == pytest.approx(2 / 3)
 
 
+def test_a_corpus_never_chooses_the_penalty_it_is_scored_with():
+    """The head's L2 is chosen on validation actors and leave-one-corpus-out; each corpus's own figure is left
+    out of the choice for that corpus, so a corpus that alone favours a penalty cannot pick it for itself."""
+    rows = [
+        {"l2": 1.0, "clean": 0.80, "degraded": 0.70, "out_of_corpus": {"a": 0.40, "b": 0.30, "c": 0.50}},
+        {"l2": 10.0, "clean": 0.78, "degraded": 0.68, "out_of_corpus": {"a": 0.40, "b": 0.30, "c": 0.70}},
+    ]
+    assert robustness.penalty_criterion(rows[0]) == pytest.approx(np.mean([0.80, 0.70, 0.40]))
+    assert robustness.choose_penalty(rows) == 10.0  # c's gain outweighs two points on the validation actors
+    assert robustness.choose_penalty(rows, leave_out="c") == 1.0  # but c's figure cannot choose c's head
+    assert robustness.choose_penalty(rows, leave_out="a") == 10.0
+    without_corpora = [{k: v for k, v in row.items() if k != "out_of_corpus"} for row in rows]
+    assert robustness.choose_penalty(without_corpora) == 1.0
+    tie = [dict(rows[0], l2=0.1), rows[0]]
+    assert robustness.choose_penalty(tie) == 0.1  # the first (smaller) penalty wins a tie
+
+
 def test_threshold_and_coverage():
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 8, 400)

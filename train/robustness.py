@@ -16,9 +16,10 @@ and URDU, scored over the emotions each shares with RAVDESS (argmax among those;
 
 ``head`` trains the Whisper-layers head (ser_models/whisper.py ``OnnxWhisperEncoder``) with
 ``--copies`` corrupted copies of every training clip (``corrupt.random_corruption``), picking the
-layers, whether each layer is normalised per utterance, and the L2 penalty on the validation actors
-by the robust criterion (the mean over the grid), and writes reports/robustness_<name>.json.
-Encoder features are cached under runs/robustness/.
+layers and whether each layer is normalised per utterance on the validation actors (the mean over the
+grid), then the L2 penalty on the robust criterion (validation actors clean and degraded, and
+leave-one-corpus-out; a corpus is scored with the penalty chosen without it), and writes
+reports/robustness_<name>.json. Encoder features are cached under runs/robustness/.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ TRAIN_SEED = 7
 BABBLE_POOL = 40  # trimmed training clips per fold that babble is drawn from
 N_LAYERS = 7
 LAYER_SETS = {"last": [6], "middle": [3, 4], "upper": [3, 4, 5, 6], "all": list(range(N_LAYERS))}
-L2_GRID = (0.1, 1.0)  # a 7-layer head takes ~20 s a fit here; 0.03-1 scored within a point on clean speech
+L2_GRID = (0.1, 1.0)  # layer sets are compared at these; a 7-layer head takes ~20 s a fit here
+PENALTY_GRID = (0.1, 1.0, 3.0, 10.0, 30.0)  # the chosen layers' penalty, on the robust criterion
 ECE_BINS = 10  # equal-width confidence bins of the expected calibration error
 SESSION_TAKES = 10  # out of corpus, adapted: a speaker's first takes the session has heard (and then all)
 CONFIDENCE_GRID = tuple(np.round(np.arange(0.20, 0.71, 0.05), 2))
@@ -333,37 +335,70 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     def train_and_validation(split: splits.Split) -> np.ndarray:
         return np.concatenate([split.train, split.validation])
 
-    # 1. Layers, per-utterance normalisation and penalty, chosen on the validation actors by the mean over the grid.
+    validation: dict[tuple[Inputs, float], np.ndarray] = {}
+
+    def validation_scores(inputs: Inputs, l2: float) -> np.ndarray:
+        """(conditions, folds) accuracy on the validation actors of heads fitted on the training actors."""
+        if (inputs, l2) not in validation:
+            heads = fold_heads(inputs, l2, lambda s: s.train, [grid[0], *copies])
+            validation[inputs, l2] = grid_scores(heads, lambda s: s.validation)
+        return validation[inputs, l2]
+
+    # 1. Layers and per-utterance normalisation, chosen on the validation actors by the mean over the grid.
     candidates = [(name, Inputs(tuple(LAYER_SETS[name]))) for name in args.layer_sets] + [
         (f"{name}, normalised", Inputs(tuple(LAYER_SETS[name]), normalise=True)) for name in args.normalised_layer_sets
     ]
     selection, chosen = [], {}
     for name, candidate in candidates:
         for l2 in L2_GRID:
-            heads = fold_heads(candidate, l2, lambda s: s.train, [grid[0], *copies])
-            scores = grid_scores(heads, lambda s: s.validation)
+            scores = validation_scores(candidate, l2)
             selection.append({"layers": name, "l2": l2, "clean": scores[0].mean(), "grid": scores.mean()})
             chosen[name] = candidate
             print(f"validation {name:>16} l2 {l2:g}: clean {scores[0].mean():.1%}, grid {scores.mean():.1%}")
-    best = max(selection, key=lambda row: row["grid"])
-    inputs, l2 = chosen[best["layers"]], best["l2"]
-    report.update(selection=selection, layers=list(inputs.layers), normalise_layers=inputs.normalise, l2=l2)
+    inputs = chosen[max(selection, key=lambda row: row["grid"])["layers"]]
 
-    # 2. Out of corpus: each extra corpus scored by heads that never heard it, trained on all of RAVDESS
-    #    with and without the other corpora. With --train-extra the corpora then join every head's training.
+    # 2. Their penalty, on the robust criterion: the validation actors, clean and degraded, and each extra corpus
+    #    scored by a head trained on all of RAVDESS (which never heard it; also with --train-extra, whose heads
+    #    would cost a fit per corpus and penalty).
+    corpora = extra_corpora(store, args.copies) if not args.no_extra and data.extra_dir().is_dir() else {}
+    penalties = []
+    for l2 in PENALTY_GRID:
+        scores = validation_scores(inputs, l2)
+        row = {"l2": l2, "clean": float(scores[0].mean()), "degraded": float(scores[1:].mean())}
+        if corpora:
+            head = fit(ravdess_training(store, copies, grid[0], inputs), inputs, l2)
+            row["out_of_corpus"] = {
+                corpus: accuracy(clip_probabilities(head, windows, len(c.labels)), c.labels, shared_classes(c))
+                for corpus, (c, windows, _) in corpora.items()
+            }
+        row["criterion"] = penalty_criterion(row)
+        penalties.append(row)
+        print(f"penalty {l2:g}: {row}")
+    l2 = choose_penalty(penalties)
+    report.update(
+        selection=selection,
+        layers=list(inputs.layers),
+        normalise_layers=inputs.normalise,
+        penalty_selection=penalties,
+        l2=l2,
+    )
+
+    # 3. Out of corpus: each extra corpus scored by heads that never heard it, trained on all of RAVDESS
+    #    with and without the other corpora, at the penalty chosen without that corpus's own score.
+    #    With --train-extra the corpora then join every head's training.
     extra_sets: list[tuple[np.ndarray, np.ndarray]] = []
-    if not args.no_extra and data.extra_dir().is_dir():
-        report["out_of_corpus"] = out_of_corpus(store, copies, grid[0], inputs, l2, args)
+    if corpora:
+        l2_of = {corpus: choose_penalty(penalties, leave_out=corpus) for corpus in corpora}
+        report["out_of_corpus"] = out_of_corpus(store, copies, grid[0], inputs, l2_of, corpora)
         for corpus, row in report["out_of_corpus"].items():
             print(f"{corpus}: {row}")
-    if args.train_extra and data.extra_dir().is_dir():
-        for corpus in data.EXTRA_CORPORA:
-            extra_clips, windows, corrupted = corpus_features(corpus, store, min(args.copies, 1))
+    if args.train_extra and corpora:
+        for extra_clips, windows, corrupted in corpora.values():
             every = np.arange(len(extra_clips.labels))
             extra_sets += [rows_of(w, every, extra_clips.labels, inputs) for w in [windows, *corrupted]]
     report["trained_on"] = ["RAVDESS actors 01-20", *(data.EXTRA_CORPORA if extra_sets else ())]
 
-    # 3. Temperature and the confidence threshold, on validation actors (heads without them), clean + grid.
+    # 4. Temperature and the confidence threshold, on validation actors (heads without them), clean + grid.
     val_heads = fold_heads(inputs, l2, lambda s: s.train, [grid[0], *copies], extra_sets)
     val_logits, val_labels, val_probabilities = [], [], []
     for windows in grid:
@@ -379,7 +414,7 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     threshold = choose_threshold(np.concatenate(val_probabilities), val_truth, args.min_answered_accuracy)
     report.update(temperature=temperature, confidence_threshold=threshold)
 
-    # 4. Test: heads fitted on training + validation actors (and the extra corpora, as shipped), on the test actors.
+    # 5. Test: heads fitted on training + validation actors (and the extra corpora, as shipped), on the test actors.
     heads = fold_heads(inputs, l2, train_and_validation, [grid[0], *copies], extra_sets)
     table = grid_scores(heads, lambda s: s.test, temperature)
     test_probabilities = {
@@ -418,7 +453,7 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     for name, row in report["grid"].items():
         print(f"{name:>16}: {row['mean']:.1%} ± {row['std']:.1%} (refused {row['refused']})")
 
-    # 5. Each corruption's effect: one copy of a single stage, against one copy of the whole chain and none.
+    # 6. Each corruption's effect: one copy of a single stage, against one copy of the whole chain and none.
     if args.ablation:
         report["ablation"] = {}
         for kinds in (None, ("noise",), ("reverb",), ("channel",), ("gain",), ("colour",), ()):
@@ -570,17 +605,47 @@ def adapted_accuracy(probabilities: np.ndarray, clips: Clips, classes: list[int]
     return {f"{SESSION_TAKES} takes": float(np.mean(first)), "all takes": every}
 
 
-def out_of_corpus(store, copies, clean, inputs: Inputs, l2, args) -> dict:
-    """Leave-one-corpus-out: each extra corpus scored by heads that never heard it (argmax over the emotions
-    it shares with RAVDESS): one trained on RAVDESS alone, one also on the other extra corpora; each take
-    alone, and adapted to its speaker from that speaker's unlabelled takes."""
+def penalty_criterion(row: dict, leave_out: str | None = None) -> float:
+    """``robust_score``'s criterion for one penalty, before any test actor is scored: the validation actors'
+    clean accuracy, their degraded-grid mean, and the leave-one-corpus-out mean without ``leave_out``."""
+    parts = [row["clean"], row["degraded"]]
+    scored = [value for corpus, value in row.get("out_of_corpus", {}).items() if corpus != leave_out]
+    if scored:
+        parts.append(np.mean(scored))
+    return float(np.mean(parts))
+
+
+def choose_penalty(rows: list[dict], leave_out: str | None = None) -> float:
+    """The penalty with the best criterion; a corpus's own score is left out of the penalty it is scored with,
+    so that no figure of a corpus chose the head that scores it (the smaller penalty wins a tie)."""
+    return max(rows, key=lambda row: penalty_criterion(row, leave_out))["l2"]
+
+
+def shared_classes(clips: Clips) -> list[int]:
+    """The RAVDESS emotions a corpus has: the argmax is restricted to them."""
+    return sorted(set(clips.labels.tolist()))
+
+
+def extra_corpora(store: FeatureStore, copies: int) -> dict[str, tuple[Clips, WindowFeatures, list[WindowFeatures]]]:
+    """Every extra corpus's clean windows and (at most one) corrupted copy, for LOCO and --train-extra."""
+    return {corpus: corpus_features(corpus, store, min(copies, 1)) for corpus in data.EXTRA_CORPORA}
+
+
+def ravdess_training(store: FeatureStore, copies, clean, inputs: Inputs) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every RAVDESS actor's windows, clean and corrupted: the training set of the heads scored out of corpus."""
     everyone = np.arange(len(store.clips.audio))
-    ravdess_sets = [rows_of(w, everyone, store.clips.labels, inputs) for w in [clean, *copies]]
-    corpora = {c: corpus_features(c, store, min(args.copies, 1)) for c in data.EXTRA_CORPORA}
-    ravdess_only = fit(ravdess_sets, inputs, l2)
+    return [rows_of(w, everyone, store.clips.labels, inputs) for w in [clean, *copies]]
+
+
+def out_of_corpus(store, copies, clean, inputs: Inputs, l2_of: dict[str, float], corpora: dict) -> dict:
+    """Leave-one-corpus-out: each extra corpus scored by heads that never heard it (argmax over the emotions
+    it shares with RAVDESS), at the penalty ``l2_of`` gives it: one trained on RAVDESS alone, one also on the
+    other extra corpora; each take alone, and adapted to its speaker from that speaker's unlabelled takes."""
+    ravdess_sets = ravdess_training(store, copies, clean, inputs)
+    ravdess_only = {l2: fit(ravdess_sets, inputs, l2) for l2 in sorted(set(l2_of.values()))}
     result = {}
     for corpus, (clips, windows, _) in corpora.items():
-        shared = sorted(set(clips.labels.tolist()))
+        shared, l2 = shared_classes(clips), l2_of[corpus]
         n = len(clips.labels)
         others = [
             rows_of(w, np.arange(len(c.labels)), c.labels, inputs)
@@ -589,7 +654,7 @@ def out_of_corpus(store, copies, clean, inputs: Inputs, l2, args) -> dict:
             for w in [cw, *cc]
         ]
         with_others = fit(ravdess_sets + others, inputs, l2)
-        alone = clip_probabilities(ravdess_only, windows, n)
+        alone = clip_probabilities(ravdess_only[l2], windows, n)
         together = clip_probabilities(with_others, windows, n)
         result[corpus] = {
             "classes": [EMOTIONS[i] for i in shared],
@@ -597,6 +662,7 @@ def out_of_corpus(store, copies, clean, inputs: Inputs, l2, args) -> dict:
             "clips": n,
             "speakers": len(set(clips.speakers.tolist())),
             "refused": int(windows.refused.sum()),
+            "l2": l2,
             "accuracy_ravdess_only": accuracy(alone, clips.labels, shared),
             "accuracy": accuracy(together, clips.labels, shared),
             "speaker_adapted_ravdess_only": adapted_accuracy(alone, clips, shared),
@@ -638,7 +704,10 @@ def corpora_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     args.copies = report["copies"]
     copies = [store.copy(c) for c in range(args.copies)]
     inputs = Inputs(tuple(report["layers"]), report.get("normalise_layers", False))
-    report["out_of_corpus"] = out_of_corpus(store, copies, store.condition(0), inputs, report["l2"], args)
+    corpora = extra_corpora(store, args.copies)
+    penalties = report.get("penalty_selection")
+    l2_of = {c: choose_penalty(penalties, leave_out=c) if penalties else report["l2"] for c in corpora}
+    report["out_of_corpus"] = out_of_corpus(store, copies, store.condition(0), inputs, l2_of, corpora)
     report["out_of_corpus_command"] = command_line("train.robustness", argv)
     report["robust_score"] = robust_score(report)
     for corpus, row in report["out_of_corpus"].items():
