@@ -196,3 +196,25 @@ def test_eval_results_of_models_without_reports_are_removed(tmp_path):
     assert cards.write_eval_results({}, tmp_path / "out", reports=tmp_path) == []  # a grid without its split: none
     cards.write_eval_results({}, tmp_path, reports=tmp_path)
     assert not stale.exists()
+
+
+def test_the_unseen_conditions_and_the_penalty_choice_show_their_figures(tmp_path):
+    grid = {"clean": {"mean": 0.621, "std": 0.05}, "white 10 dB": {"mean": 0.532, "std": 0.06}}
+    unseen = {"clipped +12 dB": {"mean": 0.583, "std": 0.04}, "packet loss 10%": {"mean": 0.417, "std": 0.03}}
+    write(tmp_path, "robustness_mfcc-mlp.json", {"model": "mfcc-mlp", "command": "c1", "grid": grid})
+    command = "python -m train.robustness folds --name mel-cnn"
+    report = {"model": "mel-cnn", "command": command, "grid": grid, "unseen": unseen}
+    write(tmp_path, "robustness_mel-cnn.json", report)
+    section = cards.robustness_section(tmp_path)
+    table = section[section.index("Outside the grid") :]
+    assert "| clipped +12 dB | 58.3% ± 4.0% |" in table and "| packet loss 10% | 41.7% ± 3.0% |" in table
+    assert "`mfcc-mlp`" not in table.split("\n\n")[1]  # only the models measured under them are columns
+    assert f"`{command}`" in table
+
+    penalties = [
+        {"l2": 1.0, "clean": 0.785, "degraded": 0.729, "out_of_corpus": {"tess": 0.425}, "criterion": 0.646},
+        {"l2": 10.0, "clean": 0.742, "degraded": 0.667, "out_of_corpus": {"tess": 0.409}, "criterion": 0.606},
+    ]
+    text = cards._penalty_selection({"penalty_selection": penalties, "out_of_corpus": {"tess": {"l2": 1.0}}})
+    assert "| 1 | 78.5% | 72.9% | 42.5% | 64.6% |" in text and "| 10 | 74.2% | 66.7% | 40.9% | 60.6% |" in text
+    assert "without that corpus's own column" in text and "tess 1." in text

@@ -24,7 +24,7 @@ def band_energy_share(audio: np.ndarray, low: float, high: float) -> float:
     return float(power[(frequencies >= low) & (frequencies <= high)].sum() / power.sum())
 
 
-@pytest.mark.parametrize("condition", corrupt.EVALUATION_GRID, ids=lambda c: c.name)
+@pytest.mark.parametrize("condition", corrupt.EVALUATION_GRID + corrupt.UNSEEN_GRID, ids=lambda c: c.name)
 def test_every_grid_condition_is_seeded_and_keeps_the_clip_shape(clip, talkers, condition):
     first = condition.apply(clip, np.random.default_rng([1, 2]), talkers)
     again = condition.apply(clip, np.random.default_rng([1, 2]), talkers)
@@ -97,3 +97,31 @@ def test_training_chains_are_seeded_and_varied(clip, talkers):
     only_gain = corrupt.random_corruption(clip, np.random.default_rng(3), talkers, kinds=("gain",))
     ratio = only_gain[clip != 0] / clip[clip != 0]
     assert np.allclose(ratio, ratio[0], rtol=1e-4) and 10 ** (-2) <= ratio[0] <= 1.0
+
+
+def test_overdrive_clips_at_full_scale(clip):
+    driven = corrupt.overdrive(clip, 12.0)
+    assert np.abs(driven).max() == pytest.approx(1.0)
+    # 12 dB over the peak: every sample that was above a quarter of the peak is now flat at full scale.
+    loud = np.abs(clip) >= np.abs(clip).max() / 10 ** (12 / 20)
+    assert np.all(np.abs(driven[loud]) == 1.0) and 0 < loud.mean() < 0.5
+
+
+def test_mains_hum_sits_on_50_hz_and_its_harmonics():
+    hum = corrupt.mains_hum(SAMPLE_RATE * 2, np.random.default_rng(0))
+    assert np.mean(hum**2) == pytest.approx(1.0)
+    power = np.abs(np.fft.rfft(hum)) ** 2  # 0.5 Hz bins over 2 s: 50 Hz is bin 100
+    harmonics = [100 * k for k in range(1, 6)]
+    assert power[harmonics].sum() / power.sum() > 0.999
+    assert np.argmax(power) == 100
+
+
+def test_packet_loss_silences_whole_20_ms_packets(clip):
+    lossy = corrupt.drop_packets(clip, 0.1, np.random.default_rng(3))
+    assert np.array_equal(lossy, corrupt.drop_packets(clip, 0.1, np.random.default_rng(3)))
+    packet = int(0.02 * SAMPLE_RATE)
+    whole = clip.size // packet * packet
+    before, after = clip[:whole].reshape(-1, packet), lossy[:whole].reshape(-1, packet)
+    silenced = np.all(after == 0, axis=1) & np.any(before != 0, axis=1)
+    assert 0.04 < silenced.mean() < 0.2
+    assert np.array_equal(after[~silenced], before[~silenced])  # a packet is lost whole or kept whole

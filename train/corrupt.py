@@ -14,7 +14,9 @@ result. The conditions a public Space meets:
   low cut, as cheap laptop and phone microphones have).
 
 ``EVALUATION_GRID`` is the fixed robustness grid of ``train/robustness.py``; ``random_corruption``
-draws the chains used in training.
+draws the chains used in training. ``UNSEEN_GRID`` holds conditions that neither is built from (an
+overdriven microphone, mains hum, packet loss, a longer reverberation than any trained on) and one that
+only the training chains combine (a noisy, echoing room), to see how far the training carries.
 """
 
 from __future__ import annotations
@@ -143,6 +145,26 @@ def gain(clip: np.ndarray, db: float) -> np.ndarray:
     return _no_clipping(clip * 10 ** (db / 20))
 
 
+def overdrive(clip: np.ndarray, drive_db: float) -> np.ndarray:
+    """A microphone driven past full scale: the clip's peak raised ``drive_db`` above it, hard-clipped."""
+    peak = float(np.abs(clip).max()) or 1.0
+    return np.clip(clip / peak * 10 ** (drive_db / 20), -1.0, 1.0).astype(np.float32)
+
+
+def mains_hum(length: int, rng: np.random.Generator, frequency: float = 50.0, harmonics: int = 5) -> np.ndarray:
+    """Unit-power mains hum: the fundamental and its harmonics (amplitude 1/k), each at a random phase."""
+    t = np.arange(length) / SAMPLE_RATE
+    hum = sum(np.sin(2 * np.pi * k * frequency * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, harmonics + 1))
+    return hum / (np.sqrt(np.mean(hum**2)) + 1e-12)
+
+
+def drop_packets(clip: np.ndarray, loss: float, rng: np.random.Generator, packet_seconds: float = 0.02) -> np.ndarray:
+    """A voice call losing packets: each 20 ms packet silenced with probability ``loss``."""
+    packet = int(packet_seconds * SAMPLE_RATE)
+    kept = rng.random(-(-clip.size // packet)) >= loss
+    return (clip * np.repeat(kept, packet)[: clip.size]).astype(np.float32)
+
+
 def colour(clip: np.ndarray, tilt_db_per_octave: float, low_cut_hz: float) -> np.ndarray:
     """Microphone colouration: a spectral tilt around 1 kHz and a second-order low cut."""
     spectrum = np.fft.rfft(clip.astype(np.float64))
@@ -179,6 +201,19 @@ EVALUATION_GRID: tuple[Condition, ...] = (
     Condition("quiet -30 dB", lambda clip, rng, talkers: gain(clip, -30.0)),
 )
 CONDITIONS = {condition.name: condition for condition in EVALUATION_GRID}
+
+
+def _noisy_room(clip: np.ndarray, rng: np.random.Generator, talkers: Sequence[np.ndarray]) -> np.ndarray:
+    return add_noise(reverberate(clip, 0.6, rng, drr_db=0.0), babble_noise(clip.size, talkers, rng), 10.0)
+
+
+UNSEEN_GRID: tuple[Condition, ...] = (
+    Condition("clipped +12 dB", lambda clip, rng, talkers: overdrive(clip, 12.0)),
+    Condition("mains hum 10 dB", lambda clip, rng, talkers: add_noise(clip, mains_hum(clip.size, rng), 10.0)),
+    Condition("packet loss 10%", lambda clip, rng, talkers: drop_packets(clip, 0.1, rng)),
+    Condition("reverb RT60 1.5 s", lambda clip, rng, talkers: reverberate(clip, 1.5, rng, drr_db=0.0)),
+    Condition("reverb + babble 10 dB", _noisy_room),
+)
 
 
 def random_corruption(

@@ -4,10 +4,13 @@
     python -m train.robustness head --copies 2 --train-output ser_models/weights/whisper-layers   # ... and ship it
     python -m train.robustness folds --folds runs/cv_saved/models/speaker-independent --name mel-cnn
     python -m train.robustness corpora                         # leave-one-corpus-out again, for head's report
+    python -m train.robustness unseen                          # the unseen conditions again, for head's report
 
 Every model is scored on each fold's test actors (actors 01–20, speaker-independent folds of
 ``train.splits``) under ``train.corrupt.EVALUATION_GRID``: clean; white noise and babble at 20, 10
-and 5 dB; a μ-law telephone line; a reverberant room (RT60 0.6 s); MP3 at 32 kbit/s; 30 dB quieter.
+and 5 dB; a μ-law telephone line; a reverberant room (RT60 0.6 s); MP3 at 32 kbit/s; 30 dB quieter;
+and, reported apart (not in the grid mean), ``corrupt.UNSEEN_GRID``: conditions outside the grid, most of
+them outside the training chains too.
 Each degraded clip is seeded by (condition, clip), and babble is made from the fold's *training*
 actors, so no test voice is in the noise. Clips go through the serving path (``inference.find_speech``:
 the speech check, then trimming; 4 s windows, their probabilities averaged): a clip the path
@@ -53,6 +56,7 @@ from train.whisper_head import HeadTrainConfig, fit_head, logits_of
 
 CACHE_DIR = RUNS_DIR / "robustness"
 SEED = 42
+UNSEEN_SEED = 43  # corrupt.UNSEEN_GRID's own random stream
 TRAIN_SEED = 7
 BABBLE_POOL = 40  # trimmed training clips per fold that babble is drawn from
 N_LAYERS = 7
@@ -88,11 +92,14 @@ def babble_pool(clips: Clips, speakers: list, rng: np.random.Generator) -> list[
     ]
 
 
-def degraded(clips: Clips, condition: int, talkers_of_row: list[list[np.ndarray]]) -> list[np.ndarray]:
-    """Every clip under one grid condition, seeded by (condition, clip)."""
-    apply = corrupt.EVALUATION_GRID[condition].apply
+def degraded(
+    clips: Clips, condition: int, talkers_of_row: list[list[np.ndarray]], unseen: bool = False
+) -> list[np.ndarray]:
+    """Every clip under one condition of the grid (or of ``corrupt.UNSEEN_GRID``), seeded by (condition, clip)."""
+    grid, seed = (corrupt.UNSEEN_GRID, UNSEEN_SEED) if unseen else (corrupt.EVALUATION_GRID, SEED)
+    apply = grid[condition].apply
     return [
-        apply(clip, np.random.default_rng([SEED, condition, i]), talkers_of_row[i])
+        apply(clip, np.random.default_rng([seed, condition, i]), talkers_of_row[i])
         for i, clip in enumerate(clips.audio)
     ]
 
@@ -242,10 +249,12 @@ class FeatureStore:
                 for i in np.flatnonzero(clips.speakers == actor):
                     self.training_talkers[i] = pool
 
-    def condition(self, index: int) -> WindowFeatures:
-        name = corrupt.EVALUATION_GRID[index].name.replace(" ", "_").replace("/", "")
-        path = self.cache / f"ravdess-{self.key}-{name}.npz"
-        return window_features(lambda: degraded(self.clips, index, self.evaluation_talkers), path, name)
+    def condition(self, index: int, unseen: bool = False) -> WindowFeatures:
+        """The test windows under grid condition ``index`` (of ``corrupt.UNSEEN_GRID`` where ``unseen``)."""
+        name = (corrupt.UNSEEN_GRID if unseen else corrupt.EVALUATION_GRID)[index].name
+        name = name.replace(" ", "_").replace("/", "").replace("%", "pct").replace("+", "plus")
+        path = self.cache / f"ravdess-{self.key}-{'unseen-' if unseen else ''}{name}.npz"
+        return window_features(lambda: degraded(self.clips, index, self.evaluation_talkers, unseen), path, name)
 
     def copy(self, copy: int, kinds: tuple[str, ...] = ()) -> WindowFeatures:
         tag = "-".join(kinds) or "chain"
@@ -393,9 +402,7 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
         for corpus, row in report["out_of_corpus"].items():
             print(f"{corpus}: {row}")
     if args.train_extra and corpora:
-        for extra_clips, windows, corrupted in corpora.values():
-            every = np.arange(len(extra_clips.labels))
-            extra_sets += [rows_of(w, every, extra_clips.labels, inputs) for w in [windows, *corrupted]]
+        extra_sets = extra_training(corpora, inputs)
     report["trained_on"] = ["RAVDESS actors 01-20", *(data.EXTRA_CORPORA if extra_sets else ())]
 
     # 4. Temperature and the confidence threshold, on validation actors (heads without them), clean + grid.
@@ -424,15 +431,7 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
         for c, name in enumerate(names)
     }
     test_truth = np.concatenate([labels[s.test] for s in folds])
-    report["grid"] = {
-        name: {
-            "mean": float(table[c].mean()),
-            "std": float(table[c].std()),
-            "folds": table[c].tolist(),
-            "refused": int(grid[c].refused.sum()),
-        }
-        for c, name in enumerate(names)
-    }
+    report["grid"] = {name: grid_row(table[c], int(grid[c].refused.sum())) for c, name in enumerate(names)}
     report["grid_mean"] = float(table.mean())
     report["ece"] = {name: expected_calibration_error(p, test_truth) for name, p in test_probabilities.items()}
     everything = np.concatenate(list(test_probabilities.values()))
@@ -452,6 +451,7 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     )
     for name, row in report["grid"].items():
         print(f"{name:>16}: {row['mean']:.1%} ± {row['std']:.1%} (refused {row['refused']})")
+    report["unseen"] = unseen_scores(store, heads, temperature)
 
     # 6. Each corruption's effect: one copy of a single stage, against one copy of the whole chain and none.
     if args.ablation:
@@ -468,6 +468,30 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_report(report, args.reports / f"robustness_{args.name}.json")
     return report
+
+
+def unseen_scores(store: FeatureStore, heads: list[WhisperHead], temperature: float) -> dict:
+    """Each fold's test actors under ``corrupt.UNSEEN_GRID`` (conditions outside the grid), by its head."""
+    n, labels = len(store.clips.audio), store.clips.labels
+    result = {}
+    for c, condition in enumerate(corrupt.UNSEEN_GRID):
+        windows = store.condition(c, unseen=True)
+        scores = [
+            accuracy(clip_probabilities(head, windows, n, temperature)[split.test], labels[split.test])
+            for head, split in zip(heads, store.folds, strict=True)
+        ]
+        result[condition.name] = row = grid_row(scores, int(windows.refused.sum()))
+        print(f"{condition.name:>22}: {row['mean']:.1%} ± {row['std']:.1%} (refused {row['refused']})")
+    return result
+
+
+def grid_row(fold_scores: list[float] | np.ndarray, refused: int | None = None) -> dict:
+    """One condition's row of a report: mean ± std over the folds, each fold, and the clips refused."""
+    row = {"mean": float(np.mean(fold_scores)), "std": float(np.std(fold_scores))}
+    row["folds"] = [float(score) for score in fold_scores]
+    if refused is not None:
+        row["refused"] = refused
+    return row
 
 
 def clean_scores(probabilities: list[np.ndarray], truths: list[np.ndarray], folds, speakers) -> dict:
@@ -637,6 +661,15 @@ def ravdess_training(store: FeatureStore, copies, clean, inputs: Inputs) -> list
     return [rows_of(w, everyone, store.clips.labels, inputs) for w in [clean, *copies]]
 
 
+def extra_training(corpora: dict, inputs: Inputs) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every clip of these extra corpora, clean and corrupted, as training sets."""
+    return [
+        rows_of(w, np.arange(len(clips.labels)), clips.labels, inputs)
+        for clips, windows, corrupted in corpora.values()
+        for w in [windows, *corrupted]
+    ]
+
+
 def out_of_corpus(store, copies, clean, inputs: Inputs, l2_of: dict[str, float], corpora: dict) -> dict:
     """Leave-one-corpus-out: each extra corpus scored by heads that never heard it (argmax over the emotions
     it shares with RAVDESS), at the penalty ``l2_of`` gives it: one trained on RAVDESS alone, one also on the
@@ -647,12 +680,7 @@ def out_of_corpus(store, copies, clean, inputs: Inputs, l2_of: dict[str, float],
     for corpus, (clips, windows, _) in corpora.items():
         shared, l2 = shared_classes(clips), l2_of[corpus]
         n = len(clips.labels)
-        others = [
-            rows_of(w, np.arange(len(c.labels)), c.labels, inputs)
-            for name, (c, cw, cc) in corpora.items()
-            if name != corpus
-            for w in [cw, *cc]
-        ]
+        others = extra_training({name: v for name, v in corpora.items() if name != corpus}, inputs)
         with_others = fit(ravdess_sets + others, inputs, l2)
         alone = clip_probabilities(ravdess_only[l2], windows, n)
         together = clip_probabilities(with_others, windows, n)
@@ -693,12 +721,9 @@ def ship(store, copies, clean, extra_sets, report: dict, args) -> dict:
 def corpora_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     """Leave-one-corpus-out again for the inputs and penalty a ``head`` study chose, read from its report, which
     is updated: the part of ``head`` that reads the extra corpora, without refitting the fold heads."""
-    path = args.reports / f"robustness_{args.name}.json"
-    if not path.is_file():
-        raise SystemExit(f"{path} not found: run `python -m train.robustness head` first")
+    path, report = head_report(args)
     if not data.extra_dir().is_dir():
         raise SystemExit(f"the extra corpora are not at {data.extra_dir()}: set ${data.EXTRA_ENV}")
-    report = json.loads(path.read_text())
     clips = ravdess(args.data)
     store = FeatureStore(clips, splits.speaker_independent_splits(clips.speakers), args.cache)
     args.copies = report["copies"]
@@ -725,24 +750,29 @@ def folds_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     clips = ravdess(args.data)
     folds = splits.speaker_independent_splits(clips.speakers)
     store = FeatureStore(clips, folds, args.cache)
-    names = [c.name for c in corrupt.EVALUATION_GRID]
     scored = [k for k in range(len(folds)) if (args.folds / f"fold{k}").is_dir()]
     if not scored:
         raise SystemExit(f"no saved fold models (fold0 ... fold{len(folds) - 1}) in {args.folds}")
-    table = np.zeros((len(names), len(scored)))
-    for c in range(len(names)):
-        audio = degraded(clips, c, store.evaluation_talkers)
-        for column, k in enumerate(scored):
-            split = folds[k]
-            recognizer = EmotionRecognizer.from_pretrained(args.folds / f"fold{k}")
-            probabilities = np.full((len(split.test), len(EMOTIONS)), np.nan)
-            for j, i in enumerate(split.test):
-                try:
-                    probabilities[j] = list(recognizer.predict_speech([recognizer.trim(audio[i])])[0].values())
-                except AudioError:
-                    pass
-            table[c, column] = accuracy(probabilities, clips.labels[split.test])
-        print(f"{names[c]:>16}: {table[c].mean():.1%} ± {table[c].std():.1%}")
+    recognizers = {k: EmotionRecognizer.from_pretrained(args.folds / f"fold{k}") for k in scored}
+
+    def score(unseen: bool) -> dict:
+        rows = {}
+        for c, condition in enumerate(corrupt.UNSEEN_GRID if unseen else corrupt.EVALUATION_GRID):
+            audio = degraded(clips, c, store.evaluation_talkers, unseen)
+            scores = []
+            for k, recognizer in recognizers.items():
+                split = folds[k]
+                probabilities = np.full((len(split.test), len(EMOTIONS)), np.nan)
+                for j, i in enumerate(split.test):
+                    try:
+                        probabilities[j] = list(recognizer.predict_speech([recognizer.trim(audio[i])])[0].values())
+                    except AudioError:
+                        pass
+                scores.append(accuracy(probabilities, clips.labels[split.test]))
+            rows[condition.name] = row = grid_row(scores)
+            print(f"{condition.name:>22}: {row['mean']:.1%} ± {row['std']:.1%}")
+        return rows
+
     report = {
         "model": args.name,
         "command": command_line("train.robustness", argv),
@@ -750,14 +780,42 @@ def folds_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
         "protocol": "speaker-independent",
         "folds_scored": scored,
         "folds_total": len(folds),
-        "grid": {
-            name: {"mean": float(table[c].mean()), "std": float(table[c].std()), "folds": table[c].tolist()}
-            for c, name in enumerate(names)
-        },
+        "grid": score(unseen=False),
     }
-    report["grid_mean"] = float(table.mean())
+    report["grid_mean"] = float(np.mean([row["folds"] for row in report["grid"].values()]))
+    report["unseen"] = score(unseen=True)
     write_report(report, args.reports / f"robustness_{args.name}.json")
     return report
+
+
+def unseen_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """``corrupt.UNSEEN_GRID`` for the head a ``head`` study chose, read from its report, which is updated: the
+    study's test heads fitted again (the same deterministic fits), without the rest of the study."""
+    path, report = head_report(args)
+    clips = ravdess(args.data)
+    folds = splits.speaker_independent_splits(clips.speakers)
+    store = FeatureStore(clips, folds, args.cache)
+    inputs = Inputs(tuple(report["layers"]), report.get("normalise_layers", False))
+    training = [store.condition(0), *(store.copy(c) for c in range(report["copies"]))]
+    trained_on_extra = len(report.get("trained_on", [])) > 1
+    extra_sets = extra_training(extra_corpora(store, report["copies"]), inputs) if trained_on_extra else []
+    heads = []
+    for split in folds:  # as ``head`` step 5: training and validation actors, clean and corrupted
+        actors = np.concatenate([split.train, split.validation])
+        sets = [*(rows_of(w, actors, clips.labels, inputs) for w in training), *extra_sets]
+        heads.append(fit(sets, inputs, report["l2"]))
+    report["unseen"] = unseen_scores(store, heads, report["temperature"])
+    report["unseen_command"] = command_line("train.robustness", argv)
+    write_report(report, path)
+    return report
+
+
+def head_report(args: argparse.Namespace) -> tuple[Path, dict]:
+    """The report a ``head`` study wrote (``--name``), for the studies that add to it."""
+    path = args.reports / f"robustness_{args.name}.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: run `python -m train.robustness head` first")
+    return path, json.loads(path.read_text())
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -788,12 +846,14 @@ def main(argv: list[str] | None = None) -> dict:
     folds.add_argument("--name", required=True)
     corpora = commands.add_parser("corpora", help="leave-one-corpus-out again for a head study's report")
     corpora.add_argument("--name", default="whisper-layers")
-    for sub in (head, folds, corpora):
+    unseen = commands.add_parser("unseen", help="the conditions outside the grid, for a head study's report")
+    unseen.add_argument("--name", default="whisper-layers")
+    for sub in (head, folds, corpora, unseen):
         sub.add_argument("--data", default=None, help=f"RAVDESS folder or Hub id (default ${data.DATA_ENV})")
         sub.add_argument("--cache", type=Path, default=CACHE_DIR)
         sub.add_argument("--reports", type=Path, default=REPORTS_DIR)
     args = parser.parse_args(argv)
-    studies = {"head": head_study, "folds": folds_study, "corpora": corpora_study}
+    studies = {"head": head_study, "folds": folds_study, "corpora": corpora_study, "unseen": unseen_study}
     return studies[args.command](args, argv)
 
 
