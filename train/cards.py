@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -1036,20 +1035,33 @@ def robustness_reports(reports: Path = REPORTS_DIR) -> dict[str, dict]:
     return {m: r for m, r in found.items() if r}
 
 
-def _unseen_conditions(scored: dict[str, dict], heading: Callable[[str, dict], str]) -> str:
+def _model_heading(model: str, report: dict) -> str:
+    notes = [COMPARED_ONLY[model]] if model in COMPARED_ONLY else []
+    if len(report.get("folds_scored", ())) < report.get("folds_total", 0):
+        notes.append(f"{len(report['folds_scored'])} of {report['folds_total']} folds")
+    return f"`{model}`" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _condition_rows(scored: dict[str, dict], key: str) -> list[str]:
+    """A table of the conditions in each report's ``key`` ("grid" or "unseen"), a column per model."""
+    rows = ["| condition | " + " | ".join(_model_heading(m, r) for m, r in scored.items()) + " |"]
+    rows.append("|---|" + "---|" * len(scored))
+    for condition in next(iter(scored.values()))[key]:
+        cells = []
+        for report in scored.values():
+            cell = report[key].get(condition)
+            refused = f" ({cell['refused']} refused)" if cell and cell.get("refused") else ""
+            cells.append(f"{pct(cell)}{refused}" if cell else "not measured")
+        rows.append(f"| {condition} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _unseen_conditions(scored: dict[str, dict]) -> str:
     """The table of ``corrupt.UNSEEN_GRID``: conditions outside the grid, for the models measured under them."""
     measured = {model: report for model, report in scored.items() if "unseen" in report}
     if not measured:
         return ""
-    rows = ["| condition | " + " | ".join(heading(m, r) for m, r in measured.items()) + " |"]
-    rows.append("|---|" + "---|" * len(measured))
-    for condition in next(iter(measured.values()))["unseen"]:
-        cells = []
-        for report in measured.values():
-            cell = report["unseen"].get(condition)
-            refused = f" ({cell['refused']} refused)" if cell and cell.get("refused") else ""
-            cells.append(f"{pct(cell)}{refused}" if cell else "not measured")
-        rows.append(f"| {condition} | " + " | ".join(cells) + " |")
+    rows = _condition_rows(measured, "unseen")
     commands = sorted({r.get("unseen_command", r["command"]) for r in measured.values()})
     return (
         "Outside the grid (`UNSEEN_GRID`, seeded apart and not in any mean above): a microphone overdriven 12 dB\n"
@@ -1067,23 +1079,7 @@ def robustness_section(reports: Path = REPORTS_DIR) -> str:
     scored = robustness_reports(reports)
     if not scored:
         return ""
-    conditions = list(next(iter(scored.values()))["grid"])
-
-    def heading(model: str, report: dict) -> str:
-        notes = [COMPARED_ONLY[model]] if model in COMPARED_ONLY else []
-        if len(report.get("folds_scored", ())) < report.get("folds_total", 0):
-            notes.append(f"{len(report['folds_scored'])} of {report['folds_total']} folds")
-        return f"`{model}`" + (f" ({'; '.join(notes)})" if notes else "")
-
-    header = "| condition | " + " | ".join(heading(m, r) for m, r in scored.items()) + " |"
-    rows = [header, "|---|" + "---|" * len(scored)]
-    for condition in conditions:
-        cells = []
-        for report in scored.values():
-            cell = report["grid"].get(condition)
-            refused = f" ({cell['refused']} refused)" if cell and cell.get("refused") else ""
-            cells.append(f"{pct(cell)}{refused}" if cell else "not measured")
-        rows.append(f"| {condition} | " + " | ".join(cells) + " |")
+    rows = _condition_rows(scored, "grid")
     rows.append(
         "| mean of the degraded conditions | "
         + " | ".join(
@@ -1092,7 +1088,7 @@ def robustness_section(reports: Path = REPORTS_DIR) -> str:
         + " |"
     )
     default = scored.get("whisper-layers")
-    unseen = _unseen_conditions(scored, heading)
+    unseen = _unseen_conditions(scored)
     parts = [
         """## Real voices: noise, rooms, phone lines, quiet microphones and other corpora
 
