@@ -32,7 +32,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -283,6 +283,30 @@ def fit(training: list[tuple[np.ndarray, np.ndarray]], inputs: Inputs, l2: float
     return fit_head((rows, targets), HeadTrainConfig(l2=l2), config)
 
 
+def training_actors(split: splits.Split) -> np.ndarray:
+    return split.train
+
+
+def train_and_validation(split: splits.Split) -> np.ndarray:
+    return np.concatenate([split.train, split.validation])
+
+
+def fold_heads(
+    store: FeatureStore,
+    inputs: Inputs,
+    l2: float,
+    actors_of: Callable[[splits.Split], np.ndarray],
+    train_sets: list[WindowFeatures],
+    extra_sets: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+) -> list[WhisperHead]:
+    """One head per fold on its ``actors_of`` clips' windows in ``train_sets``, plus ``extra_sets``."""
+    labels = store.clips.labels
+    return [
+        fit([*(rows_of(w, actors_of(s), labels, inputs) for w in train_sets), *extra_sets], inputs, l2)
+        for s in store.folds
+    ]
+
+
 def fit_temperature(logits: list[np.ndarray], labels: np.ndarray) -> float:
     """The softmax temperature that minimises the cross-entropy of these (validation) logits."""
     stacked = torch.from_numpy(np.concatenate(logits)).double()
@@ -325,13 +349,6 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
         "copies": args.copies,
     }
 
-    def fold_heads(inputs, l2, fit_rows_of, train_sets, extra_sets=()):
-        """One head per fold on its ``fit_rows_of`` actors' windows in ``train_sets``, plus ``extra_sets``."""
-        return [
-            fit([*(rows_of(w, fit_rows_of(s), labels, inputs) for w in train_sets), *extra_sets], inputs, l2)
-            for s in folds
-        ]
-
     def grid_scores(heads, rows_of_fold, temperature=1.0) -> np.ndarray:
         """(conditions, folds) accuracy on each fold's ``rows_of_fold`` clips."""
         table = np.zeros((len(grid), len(folds)))
@@ -341,15 +358,12 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
                 table[c, k] = accuracy(clip_probabilities(head, windows, n, temperature)[rows], labels[rows])
         return table
 
-    def train_and_validation(split: splits.Split) -> np.ndarray:
-        return np.concatenate([split.train, split.validation])
-
     validation: dict[tuple[Inputs, float], np.ndarray] = {}
 
     def validation_scores(inputs: Inputs, l2: float) -> np.ndarray:
         """(conditions, folds) accuracy on the validation actors of heads fitted on the training actors."""
         if (inputs, l2) not in validation:
-            heads = fold_heads(inputs, l2, lambda s: s.train, [grid[0], *copies])
+            heads = fold_heads(store, inputs, l2, training_actors, [grid[0], *copies])
             validation[inputs, l2] = grid_scores(heads, lambda s: s.validation)
         return validation[inputs, l2]
 
@@ -370,12 +384,12 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     #    scored by a head trained on all of RAVDESS (which never heard it; also with --train-extra, whose heads
     #    would cost a fit per corpus and penalty).
     corpora = extra_corpora(store, args.copies) if not args.no_extra and data.extra_dir().is_dir() else {}
-    penalties = []
+    penalties, ravdess_sets = [], ravdess_training(store, copies, grid[0], inputs) if corpora else []
     for l2 in PENALTY_GRID:
         scores = validation_scores(inputs, l2)
         row = {"l2": l2, "clean": float(scores[0].mean()), "degraded": float(scores[1:].mean())}
         if corpora:
-            head = fit(ravdess_training(store, copies, grid[0], inputs), inputs, l2)
+            head = fit(ravdess_sets, inputs, l2)
             row["out_of_corpus"] = {
                 corpus: accuracy(clip_probabilities(head, windows, len(c.labels)), c.labels, shared_classes(c))
                 for corpus, (c, windows, _) in corpora.items()
@@ -406,7 +420,7 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     report["trained_on"] = ["RAVDESS actors 01-20", *(data.EXTRA_CORPORA if extra_sets else ())]
 
     # 4. Temperature and the confidence threshold, on validation actors (heads without them), clean + grid.
-    val_heads = fold_heads(inputs, l2, lambda s: s.train, [grid[0], *copies], extra_sets)
+    val_heads = fold_heads(store, inputs, l2, training_actors, [grid[0], *copies], extra_sets)
     val_logits, val_labels, val_probabilities = [], [], []
     for windows in grid:
         for head, split in zip(val_heads, folds, strict=True):
@@ -422,7 +436,7 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     report.update(temperature=temperature, confidence_threshold=threshold)
 
     # 5. Test: heads fitted on training + validation actors (and the extra corpora, as shipped), on the test actors.
-    heads = fold_heads(inputs, l2, train_and_validation, [grid[0], *copies], extra_sets)
+    heads = fold_heads(store, inputs, l2, train_and_validation, [grid[0], *copies], extra_sets)
     table = grid_scores(heads, lambda s: s.test, temperature)
     test_probabilities = {
         name: np.concatenate(
@@ -458,7 +472,7 @@ def head_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
         report["ablation"] = {}
         for kinds in (None, ("noise",), ("reverb",), ("channel",), ("gain",), ("colour",), ()):
             train_sets = [grid[0]] if kinds is None else [grid[0], store.copy(0, kinds)]
-            scores = grid_scores(fold_heads(inputs, l2, train_and_validation, train_sets), lambda s: s.test)
+            scores = grid_scores(fold_heads(store, inputs, l2, train_and_validation, train_sets), lambda s: s.test)
             tag = "none (clean only)" if kinds is None else "+".join(kinds) or "chain"
             report["ablation"][tag] = {name: float(scores[c].mean()) for c, name in enumerate(names)}
             print(f"ablation {tag}: clean {scores[0].mean():.1%}, grid {scores.mean():.1%}")
@@ -799,11 +813,7 @@ def unseen_study(args: argparse.Namespace, argv: list[str] | None) -> dict:
     training = [store.condition(0), *(store.copy(c) for c in range(report["copies"]))]
     trained_on_extra = len(report.get("trained_on", [])) > 1
     extra_sets = extra_training(extra_corpora(store, report["copies"]), inputs) if trained_on_extra else []
-    heads = []
-    for split in folds:  # as ``head`` step 5: training and validation actors, clean and corrupted
-        actors = np.concatenate([split.train, split.validation])
-        sets = [*(rows_of(w, actors, clips.labels, inputs) for w in training), *extra_sets]
-        heads.append(fit(sets, inputs, report["l2"]))
+    heads = fold_heads(store, inputs, report["l2"], train_and_validation, training, extra_sets)  # as ``head`` step 5
     report["unseen"] = unseen_scores(store, heads, report["temperature"])
     report["unseen_command"] = command_line("train.robustness", argv)
     write_report(report, path)
